@@ -1,0 +1,365 @@
+//! The run endpoints: create, list, read, events, resume, cancel.
+
+use std::collections::HashMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{ApiError, AppState, read_json};
+use crate::agents::AgentName;
+use crate::config::MAX_APPROVAL_TIMEOUT_SECS;
+use crate::journal::{self, NewRun, RunRecord};
+use crate::run::actor::{Cancel, Decide, SteerError};
+use crate::run::state::{self, Env, Input, RunStatus};
+
+/// The longest task accepted, in characters.
+pub const MAX_TASK_CHARS: usize = 32_768;
+/// The longest idempotency key accepted, in characters.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+/// The longest approval feedback accepted, in characters.
+pub const MAX_FEEDBACK_CHARS: usize = 8_192;
+/// The longest cancellation reason accepted, in characters.
+pub const MAX_REASON_CHARS: usize = 8_192;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRun {
+    task: String,
+    agent: Option<String>,
+    approval_timeout_secs: Option<i64>,
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeBody {
+    approval_id: String,
+    decision: String,
+    feedback: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: Option<String>,
+}
+
+/// `POST /api/runs`
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body: CreateRun = read_json(&req, payload)
+        .await?
+        .ok_or_else(|| ApiError::InvalidRequest("a JSON body with a `task` is required".into()))?;
+
+    let task_chars = body.task.chars().count();
+    if body.task.trim().is_empty() {
+        return Err(ApiError::InvalidRequest("`task` must not be empty".into()));
+    }
+    if task_chars > MAX_TASK_CHARS {
+        return Err(ApiError::InvalidRequest(format!(
+            "`task` has {task_chars} characters; the limit is {MAX_TASK_CHARS}"
+        )));
+    }
+    let agent = match &body.agent {
+        None => AgentName::Orchestrator,
+        Some(name) => name.parse().map_err(ApiError::InvalidRequest)?,
+    };
+    let approval_timeout_secs = match body.approval_timeout_secs {
+        None => app.settings.approval_timeout_secs,
+        Some(secs) if (1..=MAX_APPROVAL_TIMEOUT_SECS as i64).contains(&secs) => secs as u64,
+        Some(secs) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "`approval_timeout_secs` is {secs}; it must be from 1 to {MAX_APPROVAL_TIMEOUT_SECS}"
+            )));
+        }
+    };
+    let idempotency_key = idempotency_key(&req, body.idempotency_key)?;
+
+    let new_run = NewRun {
+        id: Uuid::new_v4(),
+        agent,
+        task: body.task,
+        approval_timeout_secs,
+        idempotency_key,
+        at: Utc::now(),
+    };
+    let (run, created) = journal::create_run(&app.pool, &new_run).await?;
+    if created {
+        app.registry.start(run.id);
+        tracing::info!(run_id = %run.id, agent = %run.agent, "run created");
+        return Ok(HttpResponse::Created().json(run));
+    }
+    if run.task != new_run.task || run.agent != new_run.agent {
+        return Err(ApiError::Conflict(
+            "this idempotency key was already used for a run with a different task or agent".into(),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(run))
+}
+
+/// The key from the `Idempotency-Key` header or the body; both name one key.
+fn idempotency_key(
+    req: &HttpRequest,
+    from_body: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let from_header = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| {
+                    ApiError::InvalidRequest(
+                        "the Idempotency-Key header must be visible ASCII".into(),
+                    )
+                })?
+                .to_string(),
+        ),
+    };
+    let key = match (from_header, from_body) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(ApiError::InvalidRequest(
+                "the Idempotency-Key header and `idempotency_key` differ; send one".into(),
+            ));
+        }
+        (h, b) => h.or(b),
+    };
+    match key {
+        Some(k) if k.is_empty() => Err(ApiError::InvalidRequest(
+            "the idempotency key must not be empty".into(),
+        )),
+        Some(k) if k.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => Err(ApiError::InvalidRequest(
+            format!("the idempotency key is longer than {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Query parameters as a map, refusing any the endpoint does not know.
+fn query(req: &HttpRequest, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let params = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))?
+        .into_inner();
+    if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::InvalidRequest(format!(
+            "unknown query parameter `{unknown}`; known: {}",
+            known.join(", ")
+        )));
+    }
+    Ok(params)
+}
+
+fn number_param(
+    params: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::InvalidRequest(format!(
+                "`{name}` must be a whole number from {min} to {max}"
+            ))),
+        },
+    }
+}
+
+/// A listing cursor: the last run's `created_at` in microseconds and its id.
+fn encode_cursor(run: &RunRecord) -> String {
+    format!("{}_{}", run.created_at.timestamp_micros(), run.id)
+}
+
+fn decode_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (micros, id) = text.split_once('_')?;
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((at, id.parse().ok()?))
+}
+
+/// `GET /api/runs?status=&limit=&before=`
+pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let params = query(&req, &["status", "limit", "before"])?;
+    let status = match params.get("status").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            ApiError::InvalidRequest(format!(
+                "`status` must be one of pending, running, waiting_approval, completed, failed, cancelled; got `{s}`"
+            ))
+        })?),
+    };
+    let limit = number_param(&params, "limit", 50, 1, 200)?;
+    let before = match params.get("before").map(String::as_str) {
+        None | Some("") => None,
+        Some(text) => Some(decode_cursor(text).ok_or_else(|| {
+            ApiError::InvalidRequest("`before` is not a cursor this server gave out".into())
+        })?),
+    };
+    let runs = journal::list_runs(&app.pool, status, before, limit).await?;
+    let next_before = (runs.len() as i64 == limit)
+        .then(|| runs.last().map(encode_cursor))
+        .flatten();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"runs": runs, "next_before": next_before})))
+}
+
+/// A path id; anything that is not a UUID cannot name a run.
+fn run_id(path: &str) -> Result<Uuid, ApiError> {
+    path.parse().map_err(|_| ApiError::run_not_found())
+}
+
+/// `GET /api/runs/{id}`
+pub async fn get(
+    path: web::Path<String>,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = run_id(&path)?;
+    let run = journal::get_run(&app.pool, id)
+        .await?
+        .ok_or_else(ApiError::run_not_found)?;
+    Ok(HttpResponse::Ok().json(run))
+}
+
+/// `GET /api/runs/{id}/events?after=N&limit=M`
+pub async fn events(
+    req: HttpRequest,
+    path: web::Path<String>,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = run_id(&path)?;
+    let params = query(&req, &["after", "limit"])?;
+    let after = number_param(&params, "after", 0, 0, i64::MAX)?;
+    let limit = number_param(&params, "limit", 1000, 1, 1000)?;
+    let events = journal::events_after(&app.pool, id, after, limit).await?;
+    if events.is_empty() && journal::get_run(&app.pool, id).await?.is_none() {
+        return Err(ApiError::run_not_found());
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"events": events})))
+}
+
+/// `POST /api/runs/{id}/resume`
+pub async fn resume(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = run_id(&path)?;
+    let body: ResumeBody = read_json(&req, payload).await?.ok_or_else(|| {
+        ApiError::InvalidRequest("a JSON body with `approval_id` and `decision` is required".into())
+    })?;
+    let approval_id: Uuid = body
+        .approval_id
+        .parse()
+        .map_err(|_| ApiError::InvalidRequest("`approval_id` must be a UUID".into()))?;
+    let approved = match body.decision.as_str() {
+        "approved" => true,
+        "rejected" => false,
+        other => {
+            return Err(ApiError::InvalidRequest(format!(
+                "`decision` must be approved or rejected; got `{other}`"
+            )));
+        }
+    };
+    if let Some(feedback) = &body.feedback
+        && feedback.chars().count() > MAX_FEEDBACK_CHARS
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "`feedback` is longer than {MAX_FEEDBACK_CHARS} characters"
+        )));
+    }
+    let decide = || Decide {
+        approval_id,
+        approved,
+        feedback: body.feedback.clone(),
+        decided_by: "api".into(),
+    };
+    let input = Input::Decide {
+        approval_id,
+        approved,
+        feedback: body.feedback.clone(),
+        decided_by: "api".into(),
+    };
+    let delivered = match app.registry.get(id) {
+        Some(actor) => actor.send(decide()).await.ok(),
+        None => None,
+    };
+    match delivered {
+        Some(outcome) => outcome?,
+        None => refuse_from_journal(&app, id, input).await?,
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "run_id": id,
+        "approval_id": approval_id,
+        "decision": body.decision,
+    })))
+}
+
+/// `POST /api/runs/{id}/cancel`
+pub async fn cancel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    app: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = run_id(&path)?;
+    let body: Option<CancelBody> = read_json(&req, payload).await?;
+    let reason = body.and_then(|b| b.reason);
+    if let Some(reason) = &reason
+        && reason.chars().count() > MAX_REASON_CHARS
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "`reason` is longer than {MAX_REASON_CHARS} characters"
+        )));
+    }
+    let message = || Cancel {
+        reason: reason.clone(),
+        by: "api".into(),
+    };
+    let delivered = match app.registry.get(id) {
+        Some(actor) => actor.send(message()).await.ok(),
+        None => None,
+    };
+    let input = Input::Cancel {
+        reason: reason.clone(),
+        by: "api".into(),
+    };
+    match delivered {
+        Some(outcome) => outcome?,
+        None => refuse_from_journal(&app, id, input).await?,
+    }
+    let run = journal::get_run(&app.pool, id)
+        .await?
+        .ok_or_else(ApiError::run_not_found)?;
+    Ok(HttpResponse::Ok().json(run))
+}
+
+/// Answers a command for a run without an actor: folds its journal and asks
+/// the state machine, which refuses for a finished run. An unfinished run
+/// without an actor is still being recovered, so the client should retry.
+async fn refuse_from_journal(app: &AppState, id: Uuid, input: Input) -> Result<(), ApiError> {
+    let events = journal::load(&app.pool, id).await?;
+    let Some(mut run) = state::fold(id, &events) else {
+        return Err(ApiError::run_not_found());
+    };
+    if !run.is_terminal() {
+        return Err(SteerError::Unavailable.into());
+    }
+    let env = Env {
+        now: Utc::now(),
+        fresh_id: Uuid::new_v4(),
+        jitter: 0.0,
+        max_iterations: app.settings.max_iterations,
+        models: HashMap::new(),
+    };
+    match state::step(&mut run, input, &env) {
+        Err(refusal) => Err(SteerError::Refused(refusal).into()),
+        // A finished run refuses every command; journaling is the actor's
+        // job, so never write from here.
+        Ok(_) => Err(ApiError::AlreadyFinished),
+    }
+}

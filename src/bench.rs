@@ -1,0 +1,3 @@
+pub async fn run(_settings: crate::config::Settings) -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! The journal and the run summaries in PostgreSQL: the only module that
+//! knows their SQL.
+//!
+//! Each run has one ordered journal (`run_events`, primary key `(run_id,
+//! seq)`, unique `(run_id, key)`) and one summary row (`runs`). `append`
+//! writes a transition's entries and the new summary in one statement, fenced
+//! by the last `seq` the writer saw: a stale writer (a second actor for the
+//! same run, or one whose view lags) changes nothing and gets
+//! `Error::Stale`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::agents::AgentName;
+use crate::llm::Usage;
+use crate::run::event::{Event, EventBody, RunError};
+use crate::run::state::{PendingApproval, RunStatus, RunSummary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The writer's view of the run is out of date; it must reload.
+    #[error("the journal of run {0} moved on without this writer")]
+    Stale(Uuid),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("journal entry {seq} of run {run_id} cannot be read: {reason}")]
+    Corrupt {
+        run_id: Uuid,
+        seq: i64,
+        reason: String,
+    },
+}
+
+/// The SQLSTATE raised by `agent_server_stale_writer` (migration 1).
+const STALE_WRITER: &str = "AS409";
+
+/// A run as the API shows it (contract section 3).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: Uuid,
+    pub status: RunStatus,
+    pub agent: AgentName,
+    pub task: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub pending_approval: Option<PendingApproval>,
+    pub usage: BTreeMap<String, Usage>,
+    pub result: Option<String>,
+    pub error: Option<RunError>,
+    pub last_seq: i64,
+    pub approval_timeout_secs: u64,
+    /// Only used to detect a reused idempotency key with other content.
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
+}
+
+/// A run to create.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: Uuid,
+    pub agent: AgentName,
+    pub task: String,
+    pub approval_timeout_secs: u64,
+    pub idempotency_key: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+const RUN_COLUMNS: &str = "id, status, agent, task, created_at, updated_at, pending_approval, \
+     usage, result, error, last_seq, approval_timeout_secs, idempotency_key";
+
+/// Creates the run and its `RUN_STARTED` entry in one statement. With an
+/// idempotency key already used, returns the existing run and `false`.
+#[tracing::instrument(skip_all, fields(run_id = %run.id))]
+pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<(RunRecord, bool), Error> {
+    let client = pool.get().await?;
+    let body = EventBody::RunStarted {
+        task: run.task.clone(),
+        agent: run.agent,
+        approval_timeout_secs: run.approval_timeout_secs,
+    };
+    let (_, payload) = body.to_columns();
+    let statement = client
+        .prepare_cached(
+            "WITH r AS (
+                INSERT INTO runs (id, status, agent, task, approval_timeout_secs, idempotency_key,
+                                  created_at, updated_at, last_seq)
+                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6, 1)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING id
+            ), e AS (
+                INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
+                SELECT id, 1, 'RUN_STARTED', $2, $6, 'run-started', $7 FROM r
+            )
+            SELECT count(*) FROM r",
+        )
+        .await?;
+    let timeout = run.approval_timeout_secs as i64;
+    let inserted: i64 = client
+        .query_one(
+            &statement,
+            &[
+                &run.id,
+                &run.agent.as_str(),
+                &run.task,
+                &timeout,
+                &run.idempotency_key,
+                &run.at,
+                &payload,
+            ],
+        )
+        .await?
+        .get(0);
+    let query = format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE {}",
+        if inserted == 1 {
+            "id = $1"
+        } else {
+            "idempotency_key = $1"
+        }
+    );
+    let row = if inserted == 1 {
+        client.query_one(&query, &[&run.id]).await?
+    } else {
+        client.query_one(&query, &[&run.idempotency_key]).await?
+    };
+    Ok((run_from_row(&row)?, inserted == 1))
+}
+
+/// Appends `events` (already numbered after `expected_last_seq`) and the new
+/// summary, all or nothing.
+#[tracing::instrument(skip_all, fields(run_id = %run_id, entries = events.len()))]
+pub async fn append(
+    pool: &Pool,
+    run_id: Uuid,
+    expected_last_seq: i64,
+    events: &[Event],
+    summary: &RunSummary,
+) -> Result<(), Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut seqs = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut agents = Vec::with_capacity(events.len());
+    let mut ats = Vec::with_capacity(events.len());
+    let mut keys = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    for event in events {
+        let (type_name, payload) = event.body.to_columns();
+        seqs.push(event.seq);
+        types.push(type_name);
+        agents.push(event.agent.map(AgentName::as_str));
+        ats.push(event.at);
+        keys.push(event.key.as_str());
+        payloads.push(payload);
+    }
+    let pending = summary
+        .pending_approval
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| corrupt(run_id, expected_last_seq, e))?;
+    let usage =
+        serde_json::to_value(&summary.usage).map_err(|e| corrupt(run_id, expected_last_seq, e))?;
+    let error = summary
+        .error
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| corrupt(run_id, expected_last_seq, e))?;
+    let updated_at = events.last().map(|e| e.at);
+
+    let client = pool.get().await?;
+    // One statement, so one round trip and one commit: the summary update
+    // is the fence (it matches only at the expected seq), the entries are
+    // inserted only through it, and a count mismatch aborts the whole
+    // statement.
+    let statement = client
+        .prepare_cached(
+            "WITH upd AS (
+                UPDATE runs SET status = $3, pending_approval = $4, usage = $5, result = $6,
+                       error = $7, last_seq = $2 + cardinality($8::bigint[]), updated_at = $14
+                WHERE id = $1 AND last_seq = $2
+                RETURNING id
+            ), ins AS (
+                INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
+                SELECT upd.id, e.seq, e.type, e.agent, e.at, e.key, e.payload
+                FROM upd, unnest($8::bigint[], $9::text[], $10::text[], $11::timestamptz[],
+                                 $12::text[], $13::jsonb[]) AS e(seq, type, agent, at, key, payload)
+                ON CONFLICT (run_id, key) DO NOTHING
+                RETURNING 1
+            )
+            SELECT CASE WHEN (SELECT count(*) FROM ins) = cardinality($8::bigint[]) THEN 0
+                        ELSE agent_server_stale_writer($1, $2) END",
+        )
+        .await?;
+    let outcome = client
+        .query_one(
+            &statement,
+            &[
+                &run_id,
+                &expected_last_seq,
+                &summary.status.as_str(),
+                &pending,
+                &usage,
+                &summary.result,
+                &error,
+                &seqs,
+                &types,
+                &agents,
+                &ats,
+                &keys,
+                &payloads,
+                &updated_at,
+            ],
+        )
+        .await;
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.code().is_some_and(|c| {
+                c.code() == STALE_WRITER || *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            }) =>
+        {
+            Err(Error::Stale(run_id))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The whole journal of a run, in order (empty for an unknown run).
+#[tracing::instrument(skip(pool))]
+pub async fn load(pool: &Pool, run_id: Uuid) -> Result<Vec<Event>, Error> {
+    events_after(pool, run_id, 0, i64::MAX).await
+}
+
+/// Entries with `seq > after`, ascending, at most `limit`.
+pub async fn events_after(
+    pool: &Pool,
+    run_id: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Event>, Error> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT seq, type, agent, at, key, payload FROM run_events
+             WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&run_id, &after, &limit]).await?;
+    rows.iter().map(|row| event_from_row(run_id, row)).collect()
+}
+
+/// One run's summary, if it exists.
+pub async fn get_run(pool: &Pool, run_id: Uuid) -> Result<Option<RunRecord>, Error> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+        .await?;
+    client
+        .query_opt(&statement, &[&run_id])
+        .await?
+        .map(|row| run_from_row(&row))
+        .transpose()
+}
+
+/// A page of runs, newest first, strictly before the cursor `(created_at, id)`.
+pub async fn list_runs(
+    pool: &Pool,
+    status: Option<RunStatus>,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<RunRecord>, Error> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE ($1::text IS NULL OR status = $1)
+               AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        ))
+        .await?;
+    let status = status.map(RunStatus::as_str);
+    let (before_at, before_id) = before.unzip();
+    let rows = client
+        .query(&statement, &[&status, &before_at, &before_id, &limit])
+        .await?;
+    rows.iter().map(run_from_row).collect()
+}
+
+/// The runs that have not finished, oldest first: they get their actors back
+/// at start.
+pub async fn open_runs(pool: &Pool) -> Result<Vec<Uuid>, Error> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id FROM runs WHERE status NOT IN ('completed', 'failed', 'cancelled')
+             ORDER BY created_at",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Answers when the database does.
+pub async fn ping(pool: &Pool) -> Result<(), Error> {
+    pool.get().await?.simple_query("SELECT 1").await?;
+    Ok(())
+}
+
+fn corrupt(run_id: Uuid, seq: i64, reason: impl ToString) -> Error {
+    Error::Corrupt {
+        run_id,
+        seq,
+        reason: reason.to_string(),
+    }
+}
+
+fn event_from_row(run_id: Uuid, row: &Row) -> Result<Event, Error> {
+    let seq: i64 = row.get("seq");
+    let type_name: String = row.get("type");
+    let agent: Option<String> = row.get("agent");
+    let agent = agent
+        .map(|a| a.parse::<AgentName>())
+        .transpose()
+        .map_err(|e| corrupt(run_id, seq, e))?;
+    let body = EventBody::from_columns(&type_name, row.get("payload"))
+        .map_err(|e| corrupt(run_id, seq, e))?;
+    Ok(Event {
+        seq,
+        agent,
+        at: row.get("at"),
+        key: row.get("key"),
+        body,
+    })
+}
+
+fn run_from_row(row: &Row) -> Result<RunRecord, Error> {
+    let id: Uuid = row.get("id");
+    let last_seq: i64 = row.get("last_seq");
+    let bad = |what: &str| corrupt(id, last_seq, format!("bad {what} in the run summary"));
+    let status: String = row.get("status");
+    let agent: String = row.get("agent");
+    let pending: Option<serde_json::Value> = row.get("pending_approval");
+    let usage: serde_json::Value = row.get("usage");
+    let error: Option<serde_json::Value> = row.get("error");
+    let timeout: i64 = row.get("approval_timeout_secs");
+    Ok(RunRecord {
+        id,
+        status: RunStatus::parse(&status).ok_or_else(|| bad("status"))?,
+        agent: agent.parse().map_err(|_| bad("agent"))?,
+        task: row.get("task"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+        pending_approval: pending
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| bad("pending_approval"))?,
+        usage: serde_json::from_value(usage).map_err(|_| bad("usage"))?,
+        result: row.get("result"),
+        error: error
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| bad("error"))?,
+        last_seq,
+        approval_timeout_secs: timeout.max(0) as u64,
+        idempotency_key: row.get("idempotency_key"),
+    })
+}

@@ -1,0 +1,29 @@
+//! agent-server runs LLM agents durably on PostgreSQL and lets people watch
+//! and steer them.
+//!
+//! Layout:
+//! - `config`: settings from the environment, validated once at start.
+//! - `startup`: the one wiring point (database, actors, HTTP, recovery).
+//! - `telemetry`: the tracing subscriber.
+//! - `db`: the pool, the migrations, and the embedded PostgreSQL cluster.
+//! - `journal`: the only SQL for runs and their journal entries; appends are
+//!   idempotent by key and fenced by the last `seq`.
+//! - `run`: the journal entries, the pure state machine, the run actor that
+//!   performs its effects, and the registry that supervises the actors.
+//! - `agents`: the agents' names, prompts and tool sets.
+//! - `llm`: the provider-neutral model client and its providers.
+//! - `tools`: the tools the models call, confined to the workspace.
+//! - `api`: the HTTP API; the only module that knows status codes.
+//! - `bench`: the `agent-server bench` measurements.
+
+pub mod agents;
+pub mod api;
+pub mod bench;
+pub mod config;
+pub mod db;
+pub mod journal;
+pub mod llm;
+pub mod run;
+pub mod startup;
+pub mod telemetry;
+pub mod tools;

@@ -1,0 +1,43 @@
+//! The `agent-server` binary: parses the command and calls the library.
+
+use std::process::ExitCode;
+
+use agent_server::config::Settings;
+use agent_server::startup::{self, Application};
+
+const USAGE: &str = "usage: agent-server [serve | migrate | bench]";
+
+fn main() -> ExitCode {
+    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
+    if !matches!(command.as_str(), "serve" | "migrate" | "bench") {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("agent-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    agent_server::telemetry::init();
+    let outcome = actix_rt::System::new().block_on(async move {
+        match command.as_str() {
+            "migrate" => startup::migrate(&settings).await,
+            "bench" => agent_server::bench::run(settings).await,
+            _ => {
+                Application::build(settings)
+                    .await?
+                    .run_until_stopped()
+                    .await
+            }
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("agent-server: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

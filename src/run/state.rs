@@ -1,0 +1,1044 @@
+//! The run's logic as a pure state machine: `RunState::apply` folds journal
+//! entries into state, and `step` turns an input (a model answer, a tool
+//! result, a human decision, the clock, a cancellation, or just waking up)
+//! into the entries to journal next and the one effect to perform after they
+//! are committed.
+//!
+//! Architecture invariant: nothing here does I/O, reads the clock or draws
+//! random numbers; the actor passes time and fresh ids in through `Env`.
+//! Recovery after a crash is `fold` followed by `step(Input::Wake)`, the very
+//! same code that drives a live run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::event::{Decision, Event, EventBody, RunError};
+use crate::agents::AgentName;
+use crate::llm::{self, Message, ModelAnswer, ToolCall, Usage};
+use crate::tools::{self, ToolOutcome};
+
+/// Attempts of one model call before the run fails (retryable errors only).
+pub const MAX_MODEL_ATTEMPTS: u32 = 5;
+
+/// The longest backoff between two attempts of one model call.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Feedback recorded when nobody decided in time (contract section 2).
+pub const EXPIRED_FEEDBACK: &str = "approval timed out";
+
+/// A run's status, as in the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Pending,
+    Running,
+    WaitingApproval,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::WaitingApproval,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::WaitingApproval => "waiting_approval",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+/// The approval a run waits for, as shown in the run JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PendingApproval {
+    pub approval_id: Uuid,
+    pub call_id: String,
+    pub agent: AgentName,
+    pub tool: String,
+    pub args: serde_json::Value,
+    pub requested_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What the summary row in `runs` says; derived from the state, never stored
+/// apart from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub status: RunStatus,
+    pub pending_approval: Option<PendingApproval>,
+    pub usage: BTreeMap<String, Usage>,
+    pub result: Option<String>,
+    pub error: Option<RunError>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Completed(String),
+    Failed(RunError),
+    Cancelled,
+}
+
+/// One agent's conversation; the top of the stack is the agent acting now.
+#[derive(Debug, Clone)]
+struct Frame {
+    agent: AgentName,
+    messages: Vec<Message>,
+    /// Calls of the agent's latest answer, in the order they run.
+    open_calls: Vec<String>,
+    /// The final text, once the agent answered without calling a tool.
+    final_answer: Option<String>,
+    /// The parent's `delegate` call this agent answers.
+    parent_call: Option<String>,
+}
+
+/// Everything the journal says about one tool call.
+#[derive(Debug, Clone)]
+struct CallState {
+    tool: String,
+    args: serde_json::Value,
+    dangerous: bool,
+    /// True until a human approves; set again by `TOOL_INTERRUPTED`.
+    needs_approval: bool,
+    /// A rejection or expiry waiting to become the call's `TOOL_RESULT`.
+    denial: Option<(Decision, Option<String>)>,
+    /// `TOOL_STARTED` entries so far (a safe tool may run again after a crash).
+    starts: u32,
+    /// `TOOL_INTERRUPTED` entries so far.
+    interruptions: u32,
+    has_result: bool,
+}
+
+impl CallState {
+    fn started_without_result(&self) -> bool {
+        !self.has_result && self.starts > self.interruptions
+    }
+}
+
+/// A run as its journal tells it.
+#[derive(Debug, Clone)]
+pub struct RunState {
+    pub run_id: Uuid,
+    pub top_agent: AgentName,
+    pub task: String,
+    pub approval_timeout_secs: u64,
+    pub created_at: DateTime<Utc>,
+    pub last_seq: i64,
+    frames: Vec<Frame>,
+    calls: HashMap<String, CallState>,
+    /// Every approval ever asked, with its decision once made.
+    approvals: HashMap<Uuid, Option<Decision>>,
+    pending: Option<PendingApproval>,
+    /// Model answers so far, all agents together.
+    thoughts: u32,
+    /// The attempt of an `LLM_CALLED` that has no answer yet.
+    outstanding_attempt: Option<u32>,
+    /// Whether any model call was made (`pending` until then).
+    began: bool,
+    usage: BTreeMap<String, Usage>,
+    outcome: Option<Outcome>,
+}
+
+/// What the actor hands the state machine besides the input: everything
+/// impure, decided outside.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub now: DateTime<Utc>,
+    /// A fresh id for an approval this step may ask for.
+    pub fresh_id: Uuid,
+    /// A number in `[0, 1)` for backoff jitter.
+    pub jitter: f64,
+    pub max_iterations: u32,
+    /// The model each agent uses.
+    pub models: HashMap<AgentName, String>,
+}
+
+impl Env {
+    fn model_for(&self, agent: AgentName) -> String {
+        self.models.get(&agent).cloned().unwrap_or_default()
+    }
+}
+
+/// Something that reached the run.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Nothing new: decide what to do from the state alone (start, recovery).
+    Wake,
+    ModelAnswered {
+        answer: ModelAnswer,
+    },
+    ModelFailed {
+        error: llm::Error,
+    },
+    ToolFinished {
+        call_id: String,
+        outcome: ToolOutcome,
+        duration_ms: u64,
+    },
+    Decide {
+        approval_id: Uuid,
+        approved: bool,
+        feedback: Option<String>,
+        decided_by: String,
+    },
+    ApprovalExpired {
+        approval_id: Uuid,
+    },
+    Cancel {
+        reason: Option<String>,
+        by: String,
+    },
+}
+
+/// Why an input was refused; nothing was journaled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no approval with this id is waiting")]
+    NoPendingApproval,
+    #[error("this approval was already decided")]
+    AlreadyDecided,
+    #[error("the run has already finished")]
+    AlreadyFinished,
+    /// An answer to something the run no longer waits for; drop it.
+    #[error("the input is stale")]
+    Stale,
+}
+
+/// The one thing the actor does after committing a step's entries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a model request (its `LLM_CALLED` is in this step's entries).
+    CallModel {
+        agent: AgentName,
+        model: String,
+        attempt: u32,
+        messages: Vec<Message>,
+    },
+    /// Wait, then wake up and call the model again.
+    RetryModelAfter(Duration),
+    /// Run a tool (its `TOOL_STARTED` is in this step's entries).
+    RunTool {
+        agent: AgentName,
+        call_id: String,
+        tool: String,
+        args: serde_json::Value,
+    },
+    /// Wait for a human, or for the expiry.
+    AwaitApproval {
+        approval_id: Uuid,
+        expires_at: DateTime<Utc>,
+    },
+    /// The run is over.
+    Finished,
+}
+
+/// The entries to journal, in one transaction, and the effect that follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub events: Vec<Event>,
+    pub effect: Effect,
+}
+
+/// Rebuilds a run's state from its whole journal.
+pub fn fold(run_id: Uuid, events: &[Event]) -> Option<RunState> {
+    let (first, rest) = events.split_first()?;
+    let mut state = RunState::start(run_id, first)?;
+    for event in rest {
+        state.apply(event);
+    }
+    Some(state)
+}
+
+/// Applies `input`, then plans up to the next effect. The returned entries
+/// are already applied to `state`; if they fail to commit, the caller must
+/// throw `state` away and fold the journal again.
+pub fn step(state: &mut RunState, input: Input, env: &Env) -> Result<Transition, Refusal> {
+    let mut builder = Builder {
+        state,
+        env,
+        events: Vec::new(),
+    };
+    if let Some(effect) = builder.accept(input)? {
+        return Ok(Transition {
+            events: builder.events,
+            effect,
+        });
+    }
+    let effect = builder.plan();
+    Ok(Transition {
+        events: builder.events,
+        effect,
+    })
+}
+
+impl RunState {
+    /// The state after `RUN_STARTED`; `None` if the first entry is anything else.
+    pub fn start(run_id: Uuid, first: &Event) -> Option<RunState> {
+        let EventBody::RunStarted {
+            task,
+            agent,
+            approval_timeout_secs,
+        } = &first.body
+        else {
+            return None;
+        };
+        Some(RunState {
+            run_id,
+            top_agent: *agent,
+            task: task.clone(),
+            approval_timeout_secs: *approval_timeout_secs,
+            created_at: first.at,
+            last_seq: first.seq,
+            frames: vec![Frame::new(*agent, task.clone(), None)],
+            calls: HashMap::new(),
+            approvals: HashMap::new(),
+            pending: None,
+            thoughts: 0,
+            outstanding_attempt: None,
+            began: false,
+            usage: BTreeMap::new(),
+            outcome: None,
+        })
+    }
+
+    pub fn status(&self) -> RunStatus {
+        match (&self.outcome, &self.pending) {
+            (Some(Outcome::Completed(_)), _) => RunStatus::Completed,
+            (Some(Outcome::Failed(_)), _) => RunStatus::Failed,
+            (Some(Outcome::Cancelled), _) => RunStatus::Cancelled,
+            (None, Some(_)) => RunStatus::WaitingApproval,
+            (None, None) if self.began => RunStatus::Running,
+            (None, None) => RunStatus::Pending,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    pub fn pending_approval(&self) -> Option<&PendingApproval> {
+        self.pending.as_ref()
+    }
+
+    /// The agent acting now.
+    pub fn current_agent(&self) -> AgentName {
+        self.frames.last().map_or(self.top_agent, |f| f.agent)
+    }
+
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            status: self.status(),
+            pending_approval: self.pending.clone(),
+            usage: self.usage.clone(),
+            result: match &self.outcome {
+                Some(Outcome::Completed(result)) => Some(result.clone()),
+                _ => None,
+            },
+            error: match &self.outcome {
+                Some(Outcome::Failed(error)) => Some(error.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Folds one committed entry into the state. Entries that contradict the
+    /// state (which the journal's constraints prevent) are ignored rather than
+    /// trusted.
+    pub fn apply(&mut self, event: &Event) {
+        self.last_seq = event.seq;
+        if self.outcome.is_some() {
+            return;
+        }
+        match &event.body {
+            EventBody::RunStarted { .. } => {}
+            EventBody::AgentStarted { agent, task } => {
+                let parent_call = self.first_open_call();
+                self.frames
+                    .push(Frame::new(*agent, task.clone(), parent_call));
+            }
+            EventBody::LlmCalled { attempt, .. } => {
+                self.began = true;
+                self.outstanding_attempt = Some(*attempt);
+            }
+            EventBody::AgentThought {
+                agent,
+                text,
+                tool_calls,
+                usage,
+                ..
+            } => {
+                self.outstanding_attempt = None;
+                self.thoughts += 1;
+                self.usage
+                    .entry(agent.as_str().to_string())
+                    .or_default()
+                    .add(*usage);
+                if let Some(frame) = self.frames.last_mut() {
+                    frame.messages.push(Message::Assistant {
+                        text: text.clone(),
+                        tool_calls: tool_calls.clone(),
+                    });
+                    frame.open_calls = tool_calls.iter().map(|c| c.call_id.clone()).collect();
+                    frame.final_answer = tool_calls.is_empty().then(|| text.clone());
+                }
+            }
+            EventBody::ToolCalled {
+                call_id,
+                tool,
+                args,
+                dangerous,
+            } => {
+                self.calls.insert(
+                    call_id.clone(),
+                    CallState {
+                        tool: tool.clone(),
+                        args: args.clone(),
+                        dangerous: *dangerous,
+                        needs_approval: *dangerous,
+                        denial: None,
+                        starts: 0,
+                        interruptions: 0,
+                        has_result: false,
+                    },
+                );
+            }
+            EventBody::RunSuspended {
+                approval_id,
+                call_id,
+                tool,
+                args,
+                expires_at,
+                ..
+            } => {
+                self.approvals.insert(*approval_id, None);
+                self.pending = Some(PendingApproval {
+                    approval_id: *approval_id,
+                    call_id: call_id.clone(),
+                    agent: event.agent.unwrap_or(self.current_agent()),
+                    tool: tool.clone(),
+                    args: args.clone(),
+                    requested_at: event.at,
+                    expires_at: *expires_at,
+                });
+            }
+            EventBody::RunResumed {
+                approval_id,
+                decision,
+                feedback,
+                ..
+            } => {
+                self.approvals.insert(*approval_id, Some(*decision));
+                let Some(pending) = self.pending.take_if(|p| p.approval_id == *approval_id) else {
+                    return;
+                };
+                if let Some(call) = self.calls.get_mut(&pending.call_id) {
+                    match decision {
+                        Decision::Approved => call.needs_approval = false,
+                        Decision::Rejected | Decision::Expired => {
+                            call.denial = Some((*decision, feedback.clone()))
+                        }
+                    }
+                }
+            }
+            EventBody::ToolStarted { call_id, .. } => {
+                if let Some(call) = self.calls.get_mut(call_id) {
+                    call.starts += 1;
+                }
+            }
+            EventBody::ToolResult {
+                call_id,
+                tool,
+                ok,
+                output,
+                ..
+            } => {
+                if let Some(call) = self.calls.get_mut(call_id) {
+                    call.has_result = true;
+                }
+                if let Some(frame) = self.frames.last_mut() {
+                    frame.messages.push(Message::ToolResult {
+                        call_id: call_id.clone(),
+                        tool: tool.clone(),
+                        ok: *ok,
+                        output: output.clone(),
+                    });
+                }
+            }
+            EventBody::ToolInterrupted { call_id, .. } => {
+                if let Some(call) = self.calls.get_mut(call_id) {
+                    call.interruptions = call.starts;
+                    call.needs_approval = true;
+                }
+            }
+            EventBody::AgentFinished { .. } => {
+                if self.frames.len() > 1 {
+                    self.frames.pop();
+                }
+            }
+            EventBody::RunCompleted { result } => {
+                self.outcome = Some(Outcome::Completed(result.clone()))
+            }
+            EventBody::RunFailed { error } => self.outcome = Some(Outcome::Failed(error.clone())),
+            EventBody::RunCancelled { .. } => self.outcome = Some(Outcome::Cancelled),
+        }
+        if self.outcome.is_some() {
+            self.pending = None;
+        }
+    }
+
+    /// The first call of the current agent's latest answer without a result.
+    fn first_open_call(&self) -> Option<String> {
+        let frame = self.frames.last()?;
+        frame
+            .open_calls
+            .iter()
+            .find(|id| self.calls.get(*id).is_some_and(|c| !c.has_result))
+            .cloned()
+    }
+}
+
+impl Frame {
+    fn new(agent: AgentName, task: String, parent_call: Option<String>) -> Frame {
+        Frame {
+            agent,
+            messages: vec![Message::User { text: task }],
+            open_calls: Vec::new(),
+            final_answer: None,
+            parent_call,
+        }
+    }
+}
+
+/// Collects the entries of one step, applying each as it is made.
+struct Builder<'a> {
+    state: &'a mut RunState,
+    env: &'a Env,
+    events: Vec<Event>,
+}
+
+/// What the planner found to do next.
+enum Next {
+    Append(Vec<(Option<AgentName>, String, EventBody)>),
+    Effect {
+        prefix: (Option<AgentName>, String, EventBody),
+        effect: Effect,
+    },
+    Idle(Effect),
+}
+
+impl Builder<'_> {
+    fn push(&mut self, agent: Option<AgentName>, key: String, body: EventBody) {
+        let event = Event {
+            seq: self.state.last_seq + 1,
+            agent,
+            at: self.env.now,
+            key,
+            body,
+        };
+        self.state.apply(&event);
+        self.events.push(event);
+    }
+
+    /// Journals what the input says; `Some(effect)` ends the step early.
+    fn accept(&mut self, input: Input) -> Result<Option<Effect>, Refusal> {
+        let agent = Some(self.state.current_agent());
+        match input {
+            Input::Wake => {
+                if self.state.is_terminal() {
+                    return Ok(Some(Effect::Finished));
+                }
+            }
+            Input::ModelAnswered { answer } => {
+                if self.state.is_terminal() || self.state.outstanding_attempt.is_none() {
+                    return Err(Refusal::Stale);
+                }
+                self.accept_answer(answer);
+            }
+            Input::ModelFailed { error } => {
+                let Some(attempt) = self.state.outstanding_attempt else {
+                    return Err(Refusal::Stale);
+                };
+                if self.state.is_terminal() {
+                    return Err(Refusal::Stale);
+                }
+                if error.is_retryable() && attempt < MAX_MODEL_ATTEMPTS {
+                    return Ok(Some(Effect::RetryModelAfter(self.backoff(attempt, &error))));
+                }
+                let message = if error.is_retryable() {
+                    format!("the model call failed {attempt} times; the last error: {error}")
+                } else {
+                    error.to_string()
+                };
+                self.push(
+                    agent,
+                    TERMINAL_KEY.into(),
+                    EventBody::RunFailed {
+                        error: RunError {
+                            code: "llm_error".into(),
+                            message,
+                        },
+                    },
+                );
+            }
+            Input::ToolFinished {
+                call_id,
+                outcome,
+                duration_ms,
+            } => {
+                let Some(call) = self.state.calls.get(&call_id) else {
+                    return Err(Refusal::Stale);
+                };
+                if self.state.is_terminal() || !call.started_without_result() {
+                    return Err(Refusal::Stale);
+                }
+                let tool = call.tool.clone();
+                self.push(
+                    agent,
+                    format!("tool-result:{call_id}"),
+                    EventBody::ToolResult {
+                        call_id,
+                        tool,
+                        ok: outcome.ok,
+                        output: outcome.output,
+                        exit_code: outcome.exit_code,
+                        duration_ms,
+                    },
+                );
+            }
+            Input::Decide {
+                approval_id,
+                approved,
+                feedback,
+                decided_by,
+            } => {
+                self.check_decidable(approval_id)?;
+                let decision = if approved {
+                    Decision::Approved
+                } else {
+                    Decision::Rejected
+                };
+                self.resume(approval_id, decision, feedback, decided_by);
+            }
+            Input::ApprovalExpired { approval_id } => {
+                self.check_decidable(approval_id)
+                    .map_err(|_| Refusal::Stale)?;
+                let due = self
+                    .state
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.expires_at <= self.env.now);
+                if due {
+                    self.resume(
+                        approval_id,
+                        Decision::Expired,
+                        Some(EXPIRED_FEEDBACK.into()),
+                        "timeout".into(),
+                    );
+                }
+            }
+            Input::Cancel { reason, by } => {
+                if self.state.is_terminal() {
+                    return Err(Refusal::AlreadyFinished);
+                }
+                self.push(
+                    agent,
+                    TERMINAL_KEY.into(),
+                    EventBody::RunCancelled { reason, by },
+                );
+            }
+        }
+        Ok(None)
+    }
+
+    fn check_decidable(&self, approval_id: Uuid) -> Result<(), Refusal> {
+        match self.state.approvals.get(&approval_id) {
+            Some(Some(_)) => Err(Refusal::AlreadyDecided),
+            Some(None) if !self.state.is_terminal() => Ok(()),
+            // Asked but never decided before the run ended (cancelled while
+            // waiting): nothing waits for it any more.
+            Some(None) | None => Err(Refusal::NoPendingApproval),
+        }
+    }
+
+    fn resume(
+        &mut self,
+        approval_id: Uuid,
+        decision: Decision,
+        feedback: Option<String>,
+        decided_by: String,
+    ) {
+        let agent = self.state.pending.as_ref().map(|p| p.agent);
+        self.push(
+            agent,
+            format!("resumed:{approval_id}"),
+            EventBody::RunResumed {
+                approval_id,
+                decision,
+                feedback,
+                decided_by,
+            },
+        );
+    }
+
+    fn accept_answer(&mut self, answer: ModelAnswer) {
+        let agent = self.state.current_agent();
+        let thought = self.state.thoughts + 1;
+        let mut seen: HashSet<String> = HashSet::new();
+        let tool_calls: Vec<ToolCall> = answer
+            .tool_calls
+            .into_iter()
+            .enumerate()
+            .map(|(index, call)| {
+                // The provider's id, unless it gave none or reused one: ids
+                // must be unique within the run for the journal's keys.
+                let call_id = call
+                    .call_id
+                    .filter(|id| {
+                        !id.is_empty() && !self.state.calls.contains_key(id) && !seen.contains(id)
+                    })
+                    .unwrap_or_else(|| format!("call_{thought}_{index}"));
+                seen.insert(call_id.clone());
+                ToolCall {
+                    call_id,
+                    tool: call.tool,
+                    args: call.args,
+                }
+            })
+            .collect();
+        self.push(
+            Some(agent),
+            format!("thought:{thought}"),
+            EventBody::AgentThought {
+                agent,
+                model: answer.model,
+                text: answer.text,
+                tool_calls: tool_calls.clone(),
+                usage: answer.usage,
+            },
+        );
+        for call in tool_calls {
+            self.push(
+                Some(agent),
+                format!("tool-called:{}", call.call_id),
+                EventBody::ToolCalled {
+                    dangerous: tools::is_dangerous(&call.tool),
+                    call_id: call.call_id,
+                    tool: call.tool,
+                    args: call.args,
+                },
+            );
+        }
+    }
+
+    fn backoff(&self, attempt: u32, error: &llm::Error) -> Duration {
+        if let Some(wait) = error.retry_after() {
+            return wait.min(MAX_BACKOFF * 2);
+        }
+        let base = Duration::from_millis(500) * 2u32.saturating_pow(attempt.saturating_sub(1));
+        // Full jitter on the upper half keeps retries of many runs apart.
+        base.min(MAX_BACKOFF).mul_f64(0.5 + self.env.jitter / 2.0)
+    }
+
+    /// Appends entries until the next effect.
+    fn plan(&mut self) -> Effect {
+        loop {
+            match self.next() {
+                Next::Append(entries) => {
+                    for (agent, key, body) in entries {
+                        self.push(agent, key, body);
+                    }
+                }
+                Next::Effect { prefix, effect } => {
+                    let (agent, key, body) = prefix;
+                    self.push(agent, key, body);
+                    return effect;
+                }
+                Next::Idle(effect) => return effect,
+            }
+        }
+    }
+
+    fn next(&self) -> Next {
+        let state = &*self.state;
+        if state.is_terminal() {
+            return Next::Idle(Effect::Finished);
+        }
+        if let Some(pending) = &state.pending {
+            return Next::Idle(Effect::AwaitApproval {
+                approval_id: pending.approval_id,
+                expires_at: pending.expires_at,
+            });
+        }
+        // A `frames` stack is never empty: `AGENT_FINISHED` keeps the root.
+        let Some(frame) = state.frames.last() else {
+            return Next::Idle(Effect::Finished);
+        };
+        let agent = Some(frame.agent);
+
+        if let Some(call_id) = state.first_open_call() {
+            return self.next_for_call(frame, call_id);
+        }
+
+        if let Some(answer) = &frame.final_answer {
+            return Next::Append(match &frame.parent_call {
+                Some(parent_call) => vec![
+                    (
+                        agent,
+                        format!("agent-finished:{parent_call}"),
+                        EventBody::AgentFinished {
+                            agent: frame.agent,
+                            result: answer.clone(),
+                        },
+                    ),
+                    (
+                        state.frames.iter().rev().nth(1).map(|parent| parent.agent),
+                        format!("tool-result:{parent_call}"),
+                        EventBody::ToolResult {
+                            call_id: parent_call.clone(),
+                            tool: "delegate".into(),
+                            ok: true,
+                            output: answer.clone(),
+                            exit_code: None,
+                            duration_ms: 0,
+                        },
+                    ),
+                ],
+                None => vec![(
+                    agent,
+                    TERMINAL_KEY.into(),
+                    EventBody::RunCompleted {
+                        result: answer.clone(),
+                    },
+                )],
+            });
+        }
+
+        if state.outstanding_attempt.is_none() && state.thoughts >= self.env.max_iterations {
+            return Next::Append(vec![(
+                agent,
+                TERMINAL_KEY.into(),
+                EventBody::RunFailed {
+                    error: RunError {
+                        code: "iteration_limit".into(),
+                        message: format!(
+                            "the run reached the limit of {} model calls (AGENT_MAX_ITERATIONS)",
+                            self.env.max_iterations
+                        ),
+                    },
+                },
+            )]);
+        }
+        let attempt = state.outstanding_attempt.map_or(1, |a| a + 1);
+        let model = self.env.model_for(frame.agent);
+        let thought = state.thoughts + 1;
+        Next::Effect {
+            prefix: (
+                agent,
+                format!("llm-called:{thought}:{attempt}"),
+                EventBody::LlmCalled {
+                    agent: frame.agent,
+                    model: model.clone(),
+                    attempt,
+                },
+            ),
+            effect: Effect::CallModel {
+                agent: frame.agent,
+                model,
+                attempt,
+                messages: frame.messages.clone(),
+            },
+        }
+    }
+
+    fn next_for_call(&self, frame: &Frame, call_id: String) -> Next {
+        let state = &*self.state;
+        let agent = Some(frame.agent);
+        // `first_open_call` only returns ids present in `calls`.
+        let Some(call) = state.calls.get(&call_id) else {
+            return Next::Idle(Effect::Finished);
+        };
+        let fail = |output: String| {
+            Next::Append(vec![(
+                agent,
+                format!("tool-result:{call_id}"),
+                EventBody::ToolResult {
+                    call_id: call_id.clone(),
+                    tool: call.tool.clone(),
+                    ok: false,
+                    output,
+                    exit_code: None,
+                    duration_ms: 0,
+                },
+            )])
+        };
+
+        if !frame.agent.tools().contains(&call.tool.as_str()) {
+            return fail(format!(
+                "the tool `{}` is not available to the {} agent; its tools are: {}",
+                call.tool,
+                frame.agent,
+                frame.agent.tools().join(", ")
+            ));
+        }
+        if let Some((decision, feedback)) = &call.denial {
+            return fail(denial_text(
+                &call.tool,
+                *decision,
+                feedback.as_deref(),
+                state.approval_timeout_secs,
+            ));
+        }
+        if call.tool == "delegate" {
+            return match parse_delegate(&call.args) {
+                Ok((child, task)) => Next::Append(vec![(
+                    Some(child),
+                    format!("agent-started:{call_id}"),
+                    EventBody::AgentStarted { agent: child, task },
+                )]),
+                Err(message) => fail(message),
+            };
+        }
+        if call.dangerous {
+            if call.started_without_result() {
+                // Never run a dangerous tool twice without a human: it may
+                // have done its work before the crash.
+                return Next::Append(vec![
+                    (
+                        agent,
+                        format!("tool-interrupted:{call_id}:{}", call.starts),
+                        EventBody::ToolInterrupted {
+                            call_id: call_id.clone(),
+                            tool: call.tool.clone(),
+                        },
+                    ),
+                    self.suspension(frame.agent, &call_id, call, true),
+                ]);
+            }
+            if call.needs_approval {
+                let interrupted = call.interruptions > 0;
+                return Next::Append(vec![self.suspension(
+                    frame.agent,
+                    &call_id,
+                    call,
+                    interrupted,
+                )]);
+            }
+        }
+        Next::Effect {
+            prefix: (
+                agent,
+                format!("tool-started:{call_id}:{}", call.starts + 1),
+                EventBody::ToolStarted {
+                    call_id: call_id.clone(),
+                    tool: call.tool.clone(),
+                },
+            ),
+            effect: Effect::RunTool {
+                agent: frame.agent,
+                call_id: call_id.clone(),
+                tool: call.tool.clone(),
+                args: call.args.clone(),
+            },
+        }
+    }
+
+    fn suspension(
+        &self,
+        agent: AgentName,
+        call_id: &str,
+        call: &CallState,
+        interrupted: bool,
+    ) -> (Option<AgentName>, String, EventBody) {
+        let approval_id = self.env.fresh_id;
+        let timeout = chrono::Duration::seconds(self.state.approval_timeout_secs as i64);
+        (
+            Some(agent),
+            format!("suspended:{approval_id}"),
+            EventBody::RunSuspended {
+                approval_id,
+                call_id: call_id.to_string(),
+                tool: call.tool.clone(),
+                args: call.args.clone(),
+                expires_at: self.env.now + timeout,
+                interrupted,
+            },
+        )
+    }
+}
+
+/// The one key every terminal entry shares: a run can end only once.
+const TERMINAL_KEY: &str = "terminal";
+
+/// What the model reads when a call was not allowed to run.
+pub fn denial_text(
+    tool: &str,
+    decision: Decision,
+    feedback: Option<&str>,
+    timeout_secs: u64,
+) -> String {
+    let quoted = match feedback.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(feedback) => format!("\"{feedback}\""),
+        None => "none given".to_string(),
+    };
+    match decision {
+        Decision::Expired => format!(
+            "DENIED: approval for this `{tool}` call timed out after {timeout_secs} seconds without a human decision, so the call was NOT run. Treat it as rejected. Feedback: {quoted}."
+        ),
+        Decision::Rejected | Decision::Approved => format!(
+            "DENIED: a human rejected this `{tool}` call, so it was NOT run. Feedback: {quoted}."
+        ),
+    }
+}
+
+fn parse_delegate(args: &serde_json::Value) -> Result<(AgentName, String), String> {
+    let agent = args
+        .get("agent")
+        .and_then(|a| a.as_str())
+        .ok_or("delegate: missing string field `agent` (coding or log-analyzer)")?;
+    let agent = match agent.parse::<AgentName>() {
+        Ok(AgentName::Orchestrator) | Err(_) => {
+            return Err(format!(
+                "delegate: `{agent}` is not an agent you can delegate to; use coding or log-analyzer"
+            ));
+        }
+        Ok(agent) => agent,
+    };
+    let task = args
+        .get("task")
+        .and_then(|t| t.as_str())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or("delegate: missing non-empty string field `task`")?;
+    Ok((agent, task.to_string()))
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

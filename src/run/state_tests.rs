@@ -1,0 +1,814 @@
+//! Data-driven tests of the state machine: scripted inputs, the entries they
+//! journal, the effect that follows, and every recovery rule of contract
+//! section 4 checked by folding journal prefixes.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::*;
+use crate::llm::RequestedCall;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// A run driven by hand: every step's entries are "committed" to `journal`.
+struct Sim {
+    run_id: Uuid,
+    state: RunState,
+    journal: Vec<Event>,
+    env: Env,
+    /// Journal lengths after each step: the commit boundaries.
+    commits: Vec<usize>,
+    next_id: u128,
+}
+
+impl Sim {
+    fn new(agent: AgentName, task: &str) -> Sim {
+        Sim::with_limit(agent, task, 50)
+    }
+
+    fn with_limit(agent: AgentName, task: &str, max_iterations: u32) -> Sim {
+        let run_id = Uuid::from_u128(7);
+        let first = Event {
+            seq: 1,
+            agent: Some(agent),
+            at: t0(),
+            key: "run-started".into(),
+            body: EventBody::RunStarted {
+                task: task.into(),
+                agent,
+                approval_timeout_secs: 60,
+            },
+        };
+        Sim {
+            run_id,
+            state: RunState::start(run_id, &first).unwrap(),
+            journal: vec![first],
+            env: Env {
+                now: t0(),
+                fresh_id: Uuid::from_u128(1000),
+                jitter: 0.5,
+                max_iterations,
+                models: AgentName::ALL
+                    .into_iter()
+                    .map(|a| (a, format!("model-{a}")))
+                    .collect::<HashMap<_, _>>(),
+            },
+            commits: vec![1],
+            next_id: 1000,
+        }
+    }
+
+    fn step(&mut self, input: Input) -> Result<Effect, Refusal> {
+        self.next_id += 1;
+        self.env.fresh_id = Uuid::from_u128(self.next_id);
+        let transition = step(&mut self.state, input, &self.env)?;
+        self.journal.extend(transition.events);
+        self.commits.push(self.journal.len());
+        Ok(transition.effect)
+    }
+
+    /// The types of the entries the last `n` commits... of the last step.
+    fn last_types(&self) -> Vec<&'static str> {
+        let from = self.commits[self.commits.len() - 2];
+        self.journal[from..]
+            .iter()
+            .map(|e| e.body.type_name())
+            .collect()
+    }
+
+    fn types(&self) -> Vec<&'static str> {
+        self.journal.iter().map(|e| e.body.type_name()).collect()
+    }
+
+    fn answer(&mut self, text: &str, calls: &[(&str, Value)]) -> Result<Effect, Refusal> {
+        self.answer_with_ids(
+            text,
+            calls.iter().map(|(t, a)| (None, *t, a.clone())).collect(),
+        )
+    }
+
+    fn answer_with_ids(
+        &mut self,
+        text: &str,
+        calls: Vec<(Option<&str>, &str, Value)>,
+    ) -> Result<Effect, Refusal> {
+        self.step(Input::ModelAnswered {
+            answer: ModelAnswer {
+                model: "model-x".into(),
+                text: text.into(),
+                tool_calls: calls
+                    .into_iter()
+                    .map(|(id, tool, args)| RequestedCall {
+                        call_id: id.map(str::to_string),
+                        tool: tool.into(),
+                        args,
+                    })
+                    .collect(),
+                usage: Usage {
+                    input_tokens: 10,
+                    output_tokens: 2,
+                },
+            },
+        })
+    }
+
+    fn finish_tool(&mut self, effect: &Effect, output: &str) -> Result<Effect, Refusal> {
+        let Effect::RunTool { call_id, .. } = effect else {
+            panic!("expected RunTool, got {effect:?}");
+        };
+        self.step(Input::ToolFinished {
+            call_id: call_id.clone(),
+            outcome: ToolOutcome {
+                ok: true,
+                output: output.into(),
+                exit_code: None,
+            },
+            duration_ms: 3,
+        })
+    }
+
+    fn decide(&mut self, approved: bool, feedback: Option<&str>) -> Result<Effect, Refusal> {
+        let approval_id = self.state.pending_approval().expect("pending").approval_id;
+        self.decide_id(approval_id, approved, feedback)
+    }
+
+    fn decide_id(
+        &mut self,
+        approval_id: Uuid,
+        approved: bool,
+        feedback: Option<&str>,
+    ) -> Result<Effect, Refusal> {
+        self.step(Input::Decide {
+            approval_id,
+            approved,
+            feedback: feedback.map(str::to_string),
+            decided_by: "test".into(),
+        })
+    }
+
+    /// A fresh state folded from the first `len` entries, as after a crash.
+    fn recovered(&self, len: usize) -> Sim {
+        let journal = self.journal[..len].to_vec();
+        Sim {
+            run_id: self.run_id,
+            state: fold(self.run_id, &journal).unwrap(),
+            journal,
+            env: self.env.clone(),
+            commits: vec![len],
+            next_id: self.next_id + 100,
+        }
+    }
+}
+
+fn model_messages(effect: &Effect) -> &[Message] {
+    match effect {
+        Effect::CallModel { messages, .. } => messages,
+        other => panic!("expected CallModel, got {other:?}"),
+    }
+}
+
+fn tool_output(event: &Event) -> (&str, bool) {
+    match &event.body {
+        EventBody::ToolResult { output, ok, .. } => (output, *ok),
+        other => panic!("expected TOOL_RESULT, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_run_with_a_safe_tool_completes() {
+    let mut sim = Sim::new(AgentName::Coding, "list it");
+    assert_eq!(sim.state.status(), RunStatus::Pending);
+
+    let effect = sim.step(Input::Wake).unwrap();
+    assert_eq!(sim.last_types(), ["LLM_CALLED"]);
+    assert!(matches!(
+        effect,
+        Effect::CallModel {
+            attempt: 1,
+            agent: AgentName::Coding,
+            ..
+        }
+    ));
+    assert_eq!(sim.state.status(), RunStatus::Running);
+
+    let effect = sim.answer("looking", &[("list_files", json!({}))]).unwrap();
+    assert_eq!(
+        sim.last_types(),
+        ["AGENT_THOUGHT", "TOOL_CALLED", "TOOL_STARTED"]
+    );
+    let effect = sim.finish_tool(&effect, "a.txt").unwrap();
+    assert_eq!(sim.last_types(), ["TOOL_RESULT", "LLM_CALLED"]);
+    let messages = model_messages(&effect);
+    assert_eq!(messages.len(), 3);
+    assert!(
+        matches!(&messages[2], Message::ToolResult { output, ok: true, .. } if output == "a.txt")
+    );
+
+    let effect = sim.answer("all done", &[]).unwrap();
+    assert_eq!(effect, Effect::Finished);
+    assert_eq!(sim.last_types(), ["AGENT_THOUGHT", "RUN_COMPLETED"]);
+    let summary = sim.state.summary();
+    assert_eq!(summary.status, RunStatus::Completed);
+    assert_eq!(summary.result.as_deref(), Some("all done"));
+    assert_eq!(
+        summary.usage["coding"],
+        Usage {
+            input_tokens: 20,
+            output_tokens: 4
+        }
+    );
+    // seq starts at 1 and has no gaps; keys are unique.
+    for (i, event) in sim.journal.iter().enumerate() {
+        assert_eq!(event.seq, i as i64 + 1);
+    }
+    let keys: HashSet<&str> = sim.journal.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys.len(), sim.journal.len());
+}
+
+#[test]
+fn dangerous_tools_wait_for_approval_and_decisions_are_final() {
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    let effect = sim
+        .answer("run it", &[("shell", json!({"command": "ls"}))])
+        .unwrap();
+    assert_eq!(
+        sim.last_types(),
+        ["AGENT_THOUGHT", "TOOL_CALLED", "RUN_SUSPENDED"]
+    );
+    let pending = sim.state.pending_approval().unwrap().clone();
+    assert_eq!(
+        effect,
+        Effect::AwaitApproval {
+            approval_id: pending.approval_id,
+            expires_at: t0() + ChronoDuration::seconds(60)
+        }
+    );
+    assert_eq!(sim.state.status(), RunStatus::WaitingApproval);
+    assert_eq!(pending.tool, "shell");
+    assert_eq!(pending.agent, AgentName::Coding);
+
+    assert_eq!(
+        sim.decide_id(Uuid::from_u128(42), true, None),
+        Err(Refusal::NoPendingApproval)
+    );
+    let effect = sim.decide(true, None).unwrap();
+    assert_eq!(sim.last_types(), ["RUN_RESUMED", "TOOL_STARTED"]);
+    assert!(matches!(effect, Effect::RunTool { ref tool, .. } if tool == "shell"));
+    assert_eq!(
+        sim.decide_id(pending.approval_id, false, None),
+        Err(Refusal::AlreadyDecided)
+    );
+    sim.finish_tool(&effect, "out").unwrap();
+    assert_eq!(sim.last_types(), ["TOOL_RESULT", "LLM_CALLED"]);
+}
+
+#[test]
+fn a_rejection_reaches_the_model_as_a_denial_quoting_the_feedback() {
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("write_file", json!({"path": "a", "content": "b"}))])
+        .unwrap();
+    let effect = sim.decide(false, Some("use notes/ instead")).unwrap();
+    assert_eq!(
+        sim.last_types(),
+        ["RUN_RESUMED", "TOOL_RESULT", "LLM_CALLED"]
+    );
+    let (output, ok) = tool_output(&sim.journal[sim.journal.len() - 2]);
+    assert!(!ok);
+    assert!(output.contains("human rejected"), "{output}");
+    assert!(output.contains("\"use notes/ instead\""), "{output}");
+    assert!(matches!(
+        model_messages(&effect).last(),
+        Some(Message::ToolResult { ok: false, .. })
+    ));
+    assert!(!sim.types().contains(&"TOOL_STARTED"));
+}
+
+#[test]
+fn an_expired_approval_is_a_denial_saying_it_timed_out() {
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("shell", json!({"command": "ls"}))])
+        .unwrap();
+    let approval_id = sim.state.pending_approval().unwrap().approval_id;
+
+    // A timer that fires early changes nothing and is armed again.
+    let effect = sim.step(Input::ApprovalExpired { approval_id }).unwrap();
+    assert!(sim.last_types().is_empty());
+    assert!(matches!(effect, Effect::AwaitApproval { .. }));
+
+    sim.env.now = t0() + ChronoDuration::seconds(61);
+    sim.step(Input::ApprovalExpired { approval_id }).unwrap();
+    assert_eq!(
+        sim.last_types(),
+        ["RUN_RESUMED", "TOOL_RESULT", "LLM_CALLED"]
+    );
+    let resumed = &sim.journal[sim.journal.len() - 3];
+    assert!(matches!(
+        &resumed.body,
+        EventBody::RunResumed { decision: Decision::Expired, feedback: Some(f), .. } if f == EXPIRED_FEEDBACK
+    ));
+    let (output, _) = tool_output(&sim.journal[sim.journal.len() - 2]);
+    assert!(output.contains("timed out"), "{output}");
+    assert_eq!(
+        sim.decide_id(approval_id, true, None),
+        Err(Refusal::AlreadyDecided)
+    );
+    assert_eq!(
+        sim.step(Input::ApprovalExpired { approval_id }),
+        Err(Refusal::Stale)
+    );
+}
+
+#[test]
+fn cancellation_ends_the_run_once_and_late_results_are_dropped() {
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    let effect = sim
+        .step(Input::Cancel {
+            reason: Some("enough".into()),
+            by: "test".into(),
+        })
+        .unwrap();
+    assert_eq!(effect, Effect::Finished);
+    assert_eq!(sim.last_types(), ["RUN_CANCELLED"]);
+    assert_eq!(sim.state.status(), RunStatus::Cancelled);
+    assert_eq!(
+        sim.step(Input::Cancel {
+            reason: None,
+            by: "test".into()
+        }),
+        Err(Refusal::AlreadyFinished)
+    );
+    assert_eq!(sim.answer("late", &[]), Err(Refusal::Stale));
+    assert_eq!(sim.step(Input::Wake), Ok(Effect::Finished));
+}
+
+#[test]
+fn a_cancelled_run_refuses_its_pending_approval() {
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("shell", json!({"command": "ls"}))])
+        .unwrap();
+    let approval_id = sim.state.pending_approval().unwrap().approval_id;
+    sim.step(Input::Cancel {
+        reason: None,
+        by: "test".into(),
+    })
+    .unwrap();
+    assert!(sim.state.pending_approval().is_none());
+    assert_eq!(
+        sim.decide_id(approval_id, true, None),
+        Err(Refusal::NoPendingApproval)
+    );
+}
+
+#[test]
+fn several_calls_in_one_answer_run_in_order_each_with_its_own_approval() {
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    let effect = sim
+        .answer(
+            "",
+            &[
+                ("read_file", json!({"path": "a"})),
+                ("shell", json!({"command": "one"})),
+                ("shell", json!({"command": "two"})),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        sim.last_types(),
+        [
+            "AGENT_THOUGHT",
+            "TOOL_CALLED",
+            "TOOL_CALLED",
+            "TOOL_CALLED",
+            "TOOL_STARTED"
+        ]
+    );
+    sim.finish_tool(&effect, "A").unwrap();
+    assert_eq!(sim.last_types(), ["TOOL_RESULT", "RUN_SUSPENDED"]);
+    assert_eq!(sim.state.pending_approval().unwrap().args["command"], "one");
+    sim.decide(false, None).unwrap();
+    assert_eq!(
+        sim.last_types(),
+        ["RUN_RESUMED", "TOOL_RESULT", "RUN_SUSPENDED"]
+    );
+    assert_eq!(sim.state.pending_approval().unwrap().args["command"], "two");
+    let effect = sim.decide(true, None).unwrap();
+    sim.finish_tool(&effect, "ok").unwrap();
+    assert_eq!(sim.last_types(), ["TOOL_RESULT", "LLM_CALLED"]);
+}
+
+#[test]
+fn delegation_runs_the_child_and_returns_its_answer_once() {
+    let mut sim = Sim::new(AgentName::Orchestrator, "fix the bug");
+    sim.step(Input::Wake).unwrap();
+    let effect = sim
+        .answer(
+            "",
+            &[(
+                "delegate",
+                json!({"agent": "coding", "task": "fix it in main.rs"}),
+            )],
+        )
+        .unwrap();
+    assert_eq!(
+        sim.last_types(),
+        [
+            "AGENT_THOUGHT",
+            "TOOL_CALLED",
+            "AGENT_STARTED",
+            "LLM_CALLED"
+        ]
+    );
+    let Effect::CallModel {
+        agent,
+        ref messages,
+        ref model,
+        ..
+    } = effect
+    else {
+        panic!("{effect:?}")
+    };
+    assert_eq!(agent, AgentName::Coding);
+    assert_eq!(model, "model-coding");
+    assert_eq!(
+        messages,
+        &vec![Message::User {
+            text: "fix it in main.rs".into()
+        }]
+    );
+    assert_eq!(sim.state.current_agent(), AgentName::Coding);
+
+    let effect = sim.answer("fixed: changed one line", &[]).unwrap();
+    assert_eq!(
+        sim.last_types(),
+        [
+            "AGENT_THOUGHT",
+            "AGENT_FINISHED",
+            "TOOL_RESULT",
+            "LLM_CALLED"
+        ]
+    );
+    assert_eq!(sim.state.current_agent(), AgentName::Orchestrator);
+    let messages = model_messages(&effect);
+    assert!(matches!(
+        messages.last(),
+        Some(Message::ToolResult { tool, output, ok: true, .. }) if tool == "delegate" && output == "fixed: changed one line"
+    ));
+    sim.answer("report", &[]).unwrap();
+    assert_eq!(sim.last_types(), ["AGENT_THOUGHT", "RUN_COMPLETED"]);
+    let usage = sim.state.summary().usage;
+    assert_eq!(usage.len(), 2);
+    assert_eq!(usage["orchestrator"].input_tokens, 20);
+    assert_eq!(usage["coding"].input_tokens, 10);
+    let agents: Vec<Option<AgentName>> = sim.journal.iter().map(|e| e.agent).collect();
+    assert!(
+        agents.iter().all(Option::is_some),
+        "every entry names its agent"
+    );
+}
+
+#[test]
+fn bad_tool_calls_become_tool_errors_the_model_reads() {
+    for (agent, tool, args, expected) in [
+        (
+            AgentName::Orchestrator,
+            "shell",
+            json!({"command": "ls"}),
+            "not available",
+        ),
+        (
+            AgentName::Orchestrator,
+            "delegate",
+            json!({"agent": "orchestrator", "task": "x"}),
+            "not an agent you can delegate to",
+        ),
+        (
+            AgentName::Orchestrator,
+            "delegate",
+            json!({"agent": "coding"}),
+            "task",
+        ),
+        (
+            AgentName::Coding,
+            "delegate",
+            json!({"agent": "coding", "task": "x"}),
+            "not available",
+        ),
+    ] {
+        let mut sim = Sim::new(agent, "t");
+        sim.step(Input::Wake).unwrap();
+        sim.answer("", &[(tool, args)]).unwrap();
+        assert_eq!(
+            sim.last_types(),
+            ["AGENT_THOUGHT", "TOOL_CALLED", "TOOL_RESULT", "LLM_CALLED"]
+        );
+        let (output, ok) = tool_output(&sim.journal[sim.journal.len() - 2]);
+        assert!(!ok && output.contains(expected), "{tool}: {output}");
+    }
+}
+
+#[test]
+fn missing_or_repeated_call_ids_are_made_unique() {
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    let effect = sim
+        .answer_with_ids(
+            "",
+            vec![
+                (Some("call_a"), "list_files", json!({})),
+                (Some("call_a"), "list_files", json!({})),
+                (Some(""), "list_files", json!({})),
+            ],
+        )
+        .unwrap();
+    let ids: Vec<String> = sim
+        .journal
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ToolCalled { call_id, .. } => Some(call_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, ["call_a", "call_1_1", "call_1_2"]);
+    assert!(matches!(effect, Effect::RunTool { call_id, .. } if call_id == "call_a"));
+}
+
+#[test]
+fn the_iteration_limit_fails_the_run() {
+    let mut sim = Sim::with_limit(AgentName::Coding, "t", 2);
+    sim.step(Input::Wake).unwrap();
+    let effect = sim.answer("", &[("list_files", json!({}))]).unwrap();
+    sim.finish_tool(&effect, "x").unwrap();
+    let effect = sim.answer("", &[("list_files", json!({}))]).unwrap();
+    let effect = sim.finish_tool(&effect, "x").unwrap();
+    assert_eq!(effect, Effect::Finished);
+    assert_eq!(sim.last_types(), ["TOOL_RESULT", "RUN_FAILED"]);
+    assert_eq!(sim.state.summary().error.unwrap().code, "iteration_limit");
+}
+
+#[test]
+fn model_failures_retry_with_backoff_then_fail_the_run() {
+    let server_error = || llm::Error::Status {
+        status: 503,
+        message: "overloaded".into(),
+        retry_after: None,
+    };
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    for attempt in 1..MAX_MODEL_ATTEMPTS {
+        let effect = sim
+            .step(Input::ModelFailed {
+                error: server_error(),
+            })
+            .unwrap();
+        assert!(sim.last_types().is_empty());
+        assert!(matches!(effect, Effect::RetryModelAfter(d) if d <= MAX_BACKOFF));
+        let effect = sim.step(Input::Wake).unwrap();
+        assert_eq!(sim.last_types(), ["LLM_CALLED"]);
+        assert!(matches!(effect, Effect::CallModel { attempt: a, .. } if a == attempt + 1));
+    }
+    sim.step(Input::ModelFailed {
+        error: server_error(),
+    })
+    .unwrap();
+    assert_eq!(sim.last_types(), ["RUN_FAILED"]);
+    assert_eq!(sim.state.summary().error.unwrap().code, "llm_error");
+
+    // Retry-After is honoured.
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    let effect = sim
+        .step(Input::ModelFailed {
+            error: llm::Error::Status {
+                status: 429,
+                message: "slow down".into(),
+                retry_after: Some(Duration::from_secs(7)),
+            },
+        })
+        .unwrap();
+    assert_eq!(effect, Effect::RetryModelAfter(Duration::from_secs(7)));
+
+    // Other 4xx fail at once, with the provider's message.
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    sim.step(Input::ModelFailed {
+        error: llm::Error::Status {
+            status: 400,
+            message: "model not found".into(),
+            retry_after: None,
+        },
+    })
+    .unwrap();
+    let error = sim.state.summary().error.unwrap();
+    assert_eq!(error.code, "llm_error");
+    assert!(error.message.contains("model not found"));
+}
+
+/// The journal of a run that exercises every kind of entry.
+fn full_journal() -> Sim {
+    let mut sim = Sim::new(AgentName::Orchestrator, "task");
+    sim.step(Input::Wake).unwrap();
+    sim.answer(
+        "",
+        &[("delegate", json!({"agent": "coding", "task": "sub"}))],
+    )
+    .unwrap();
+    let effect = sim
+        .answer(
+            "",
+            &[
+                ("read_file", json!({"path": "a"})),
+                ("shell", json!({"command": "x"})),
+            ],
+        )
+        .unwrap();
+    sim.finish_tool(&effect, "A").unwrap();
+    let effect = sim.decide(true, None).unwrap();
+    sim.finish_tool(&effect, "done").unwrap();
+    sim.answer("", &[("write_file", json!({"path": "b", "content": "c"}))])
+        .unwrap();
+    sim.decide(false, Some("no")).unwrap();
+    sim.answer("child answer", &[]).unwrap();
+    sim.answer("final", &[]).unwrap();
+    assert_eq!(sim.state.status(), RunStatus::Completed);
+    sim
+}
+
+#[test]
+fn folding_any_committed_prefix_gives_the_same_summary_as_the_live_run() {
+    let sim = full_journal();
+    let mut live = Sim::new(AgentName::Orchestrator, "task");
+    // Replay the same journal entry by entry and compare at every commit.
+    for &boundary in &sim.commits {
+        for event in &sim.journal[live.journal.len()..boundary] {
+            live.state.apply(event);
+            live.journal.push(event.clone());
+        }
+        let folded = fold(sim.run_id, &sim.journal[..boundary]).unwrap();
+        assert_eq!(folded.summary(), live.state.summary(), "at {boundary}");
+        assert_eq!(folded.last_seq, boundary as i64);
+    }
+}
+
+#[test]
+fn recovery_never_repeats_what_the_journal_holds() {
+    let sim = full_journal();
+    for &boundary in &sim.commits {
+        let mut recovered = sim.recovered(boundary);
+        let before = recovered.journal.len();
+        let effect = recovered.step(Input::Wake).unwrap();
+        let new = &recovered.journal[before..];
+        // No second result for a call, nothing after the end.
+        for event in new {
+            if let EventBody::ToolResult { call_id, .. } = &event.body {
+                assert!(
+                    !sim.journal[..boundary].iter().any(|e| matches!(&e.body, EventBody::ToolResult { call_id: c, .. } if c == call_id)),
+                    "second TOOL_RESULT for {call_id} at {boundary}"
+                );
+            }
+        }
+        if boundary == sim.journal.len() {
+            assert!(new.is_empty());
+            assert_eq!(effect, Effect::Finished);
+        }
+    }
+}
+
+#[test]
+fn recovery_rules_of_contract_section_4() {
+    // A run waiting for approval keeps waiting with its original deadline.
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("shell", json!({"command": "x"}))])
+        .unwrap();
+    let pending = sim.state.pending_approval().unwrap().clone();
+    let mut recovered = sim.recovered(sim.journal.len());
+    recovered.env.now = t0() + ChronoDuration::seconds(30);
+    let effect = recovered.step(Input::Wake).unwrap();
+    assert!(recovered.last_types().is_empty());
+    assert_eq!(
+        effect,
+        Effect::AwaitApproval {
+            approval_id: pending.approval_id,
+            expires_at: pending.expires_at
+        }
+    );
+
+    // An LLM call written but not answered is sent again with attempt + 1.
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    let mut recovered = sim.recovered(sim.journal.len());
+    let effect = recovered.step(Input::Wake).unwrap();
+    assert_eq!(recovered.last_types(), ["LLM_CALLED"]);
+    assert!(matches!(effect, Effect::CallModel { attempt: 2, .. }));
+
+    // A safe tool started without a result runs again.
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("list_files", json!({}))]).unwrap();
+    let mut recovered = sim.recovered(sim.journal.len());
+    let effect = recovered.step(Input::Wake).unwrap();
+    assert_eq!(recovered.last_types(), ["TOOL_STARTED"]);
+    assert!(matches!(effect, Effect::RunTool { .. }));
+    recovered.finish_tool(&effect, "x").unwrap();
+    assert_eq!(recovered.last_types(), ["TOOL_RESULT", "LLM_CALLED"]);
+
+    // A dangerous tool started without a result is never run again
+    // silently: TOOL_INTERRUPTED, then a new approval marked interrupted.
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("shell", json!({"command": "x"}))])
+        .unwrap();
+    let old = sim.state.pending_approval().unwrap().approval_id;
+    sim.decide(true, None).unwrap();
+    assert_eq!(sim.last_types(), ["RUN_RESUMED", "TOOL_STARTED"]);
+    let mut recovered = sim.recovered(sim.journal.len());
+    recovered.env.now = t0() + ChronoDuration::seconds(5);
+    let effect = recovered.step(Input::Wake).unwrap();
+    assert_eq!(
+        recovered.last_types(),
+        ["TOOL_INTERRUPTED", "RUN_SUSPENDED"]
+    );
+    let last = recovered.journal.last().unwrap().clone();
+    let EventBody::RunSuspended {
+        approval_id,
+        interrupted,
+        expires_at,
+        call_id,
+        ..
+    } = &last.body
+    else {
+        panic!()
+    };
+    assert!(*interrupted);
+    assert_ne!(*approval_id, old);
+    assert_eq!(*expires_at, t0() + ChronoDuration::seconds(65));
+    assert!(matches!(effect, Effect::AwaitApproval { .. }));
+    assert_eq!(
+        recovered.decide_id(old, true, None),
+        Err(Refusal::AlreadyDecided)
+    );
+    // Approved again, it runs once more; a second crash asks again.
+    let effect = recovered.decide(true, None).unwrap();
+    assert!(matches!(effect, Effect::RunTool { call_id: ref c, .. } if c == call_id));
+    let mut again = recovered.recovered(recovered.journal.len());
+    again.step(Input::Wake).unwrap();
+    assert_eq!(again.last_types(), ["TOOL_INTERRUPTED", "RUN_SUSPENDED"]);
+    let keys: HashSet<&str> = again.journal.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys.len(), again.journal.len());
+
+    // Nothing happens after a terminal entry.
+    let sim = full_journal();
+    let mut recovered = sim.recovered(sim.journal.len());
+    assert_eq!(recovered.step(Input::Wake), Ok(Effect::Finished));
+    assert!(recovered.last_types().is_empty());
+}
+
+#[test]
+fn a_crash_inside_a_delegated_agent_resumes_in_that_agent() {
+    let mut sim = Sim::new(AgentName::Orchestrator, "t");
+    sim.step(Input::Wake).unwrap();
+    sim.answer(
+        "",
+        &[("delegate", json!({"agent": "log-analyzer", "task": "look"}))],
+    )
+    .unwrap();
+    let mut recovered = sim.recovered(sim.journal.len());
+    let effect = recovered.step(Input::Wake).unwrap();
+    assert!(matches!(
+        effect,
+        Effect::CallModel {
+            agent: AgentName::LogAnalyzer,
+            attempt: 2,
+            ..
+        }
+    ));
+    recovered.answer("found it", &[]).unwrap();
+    assert_eq!(
+        recovered.last_types(),
+        [
+            "AGENT_THOUGHT",
+            "AGENT_FINISHED",
+            "TOOL_RESULT",
+            "LLM_CALLED"
+        ]
+    );
+    let results = recovered
+        .journal
+        .iter()
+        .filter(|e| e.body.type_name() == "TOOL_RESULT")
+        .count();
+    assert_eq!(results, 1);
+}

@@ -1,0 +1,202 @@
+//! The one place where things are wired: database, migrations, model,
+//! workspace, run actors and their recovery, and the HTTP server.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::agents::AgentName;
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::db::{self, embedded::EmbeddedPostgres};
+use crate::run::RunRegistry;
+use crate::run::actor::RunDeps;
+use crate::tools::{ToolContext, Workspace};
+use crate::{journal, llm};
+
+/// The database name inside the embedded cluster.
+pub const EMBEDDED_DATABASE: &str = "agent_server";
+
+/// A database to use, and the embedded cluster behind it, if any.
+pub struct Database {
+    pub pool: deadpool_postgres::Pool,
+    pub embedded: Option<EmbeddedPostgres>,
+    /// For the start-up line; never contains a password.
+    pub description: String,
+}
+
+/// Connects to `DATABASE_URL`, or starts the embedded cluster, and migrates.
+pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
+    let (config, embedded, description) = match &settings.database_url {
+        Some(url) => {
+            let config: tokio_postgres::Config = url
+                .expose()
+                .parse()
+                .context("DATABASE_URL is not a PostgreSQL URL")?;
+            let description = describe_external(&config);
+            (config, None, description)
+        }
+        None => {
+            let cluster = EmbeddedPostgres::start(&settings.data_dir.join("pg")).await?;
+            cluster.ensure_database(EMBEDDED_DATABASE).await?;
+            let description = cluster.describe();
+            (
+                cluster.config(EMBEDDED_DATABASE),
+                Some(cluster),
+                description,
+            )
+        }
+    };
+    let pool = db::pool(config, db::POOL_SIZE)?;
+    db::migrate(&pool).await?;
+    Ok(Database {
+        pool,
+        embedded,
+        description,
+    })
+}
+
+fn describe_external(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "external PostgreSQL {}@{host}:{port}/{}",
+        config.get_user().unwrap_or("?"),
+        config.get_dbname().unwrap_or("?")
+    )
+}
+
+/// A built server, listening, with its runs recovered.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    registry: RunRegistry,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let database = open_database(&settings).await?;
+        let workspace = Workspace::open(&settings.workspace)
+            .with_context(|| format!("opening the workspace {}", settings.workspace.display()))?;
+        let model = llm::from_settings(&settings.llm)?;
+        let models: HashMap<AgentName, String> = AgentName::ALL
+            .into_iter()
+            .map(|agent| (agent, model.model_for(agent)))
+            .collect();
+        let deps = Arc::new(RunDeps {
+            pool: database.pool.clone(),
+            model: model.clone(),
+            tools: ToolContext {
+                workspace: Arc::new(workspace),
+            },
+            max_iterations: settings.max_iterations,
+            models,
+        });
+        let runs_arbiter = actix::Arbiter::new();
+        let registry = RunRegistry::new(deps, runs_arbiter.handle());
+        let recovered = registry.recover().await?;
+
+        let listener = TcpListener::bind(settings.addr)
+            .with_context(|| format!("binding {}", settings.addr))?;
+        let local = listener.local_addr()?;
+        tracing::info!(
+            address = %local,
+            database = %database.description,
+            llm_provider = model.provider(),
+            llm_model = %settings.llm.model,
+            workspace = %settings.workspace.display(),
+            recovered_runs = recovered,
+            "agent-server starting"
+        );
+
+        let state = web::Data::new(AppState {
+            pool: database.pool.clone(),
+            registry: registry.clone(),
+            settings: Arc::new(settings),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(api::configure)
+                .default_service(web::to(api::not_found))
+        })
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        println!("agent-server listening on http://{local}");
+        Ok(Application {
+            port: local.port(),
+            server,
+            registry,
+            embedded: database.embedded,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops cleanly: no new requests,
+    /// runs told to stop after their current commit, the embedded cluster
+    /// stopped.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        }
+        handle.stop(true).await;
+        let _ = server.await;
+        self.registry.shutdown().await;
+        if let Some(cluster) = &self.embedded {
+            cluster.stop().await?;
+        }
+        tracing::info!("agent-server stopped");
+        Ok(())
+    }
+
+    /// Runs the server in the background of the current actix system (tests).
+    pub fn spawn(self) -> RunningApp {
+        let handle = self.server.handle();
+        actix_rt::spawn(self.server);
+        RunningApp {
+            port: self.port,
+            handle,
+            registry: self.registry,
+        }
+    }
+}
+
+/// A server running in the background.
+pub struct RunningApp {
+    pub port: u16,
+    pub handle: actix_web::dev::ServerHandle,
+    pub registry: RunRegistry,
+}
+
+/// `agent-server migrate`: applies the migrations and exits.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let database = open_database(settings).await?;
+    tracing::info!(database = %database.description, "migrations applied");
+    journal::ping(&database.pool).await?;
+    if let Some(cluster) = &database.embedded {
+        cluster.stop().await?;
+    }
+    Ok(())
+}
