@@ -17,7 +17,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt, lchown};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, lchown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -393,7 +393,12 @@ pub struct EmbeddedPostgres {
 }
 
 impl EmbeddedPostgres {
-    /// Starts (or reuses) the cluster under `dir` (created on first start with initdb; the data lives in `dir/data`, the Unix socket in `dir/socket`, the server log in `dir/postgres.log`).
+    /// Starts (or reuses) the cluster under `dir` (created on first start with
+    /// initdb; the data lives in `dir/data`, the Unix socket in `dir/socket`, the
+    /// server log in `dir/postgres.log`).
+    ///
+    /// Returns once a connection to database `postgres` succeeds. `dir` may be
+    /// relative; it is created if missing.
     pub async fn start(dir: &Path) -> Result<EmbeddedPostgres, Error> {
         let began = Instant::now();
         let binaries = Binaries::find(std::env::var_os(BINDIR_ENV)).await?;
@@ -453,7 +458,8 @@ impl EmbeddedPostgres {
         Ok(pg)
     }
 
-    /// Connection settings for database `dbname` as the superuser `postgres` over the Unix socket.
+    /// Connection settings for database `dbname` as the superuser `postgres`
+    /// over the Unix socket.
     pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
@@ -464,7 +470,8 @@ impl EmbeddedPostgres {
         config
     }
 
-    /// Creates database `name` if it does not exist yet (connects to `postgres`; safe if two processes race).
+    /// Creates database `name` if it does not exist yet (connects to
+    /// `postgres`; safe if two processes race).
     pub async fn ensure_database(&self, name: &str) -> Result<(), Error> {
         // PostgreSQL silently truncates longer names, which would make the
         // existence check miss forever.
@@ -489,7 +496,8 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    /// A short description for the start-up log line, e.g. "embedded PostgreSQL 15 at ./.agent-server/pg".
+    /// A short description for the start-up log line, e.g. "embedded
+    /// PostgreSQL 15 at ./.agent-server/pg".
     pub fn describe(&self) -> String {
         let version = self
             .binaries
@@ -510,24 +518,28 @@ impl EmbeddedPostgres {
         text
     }
 
-    /// Stops the cluster (`pg_ctl stop -m fast`, waits). Only stops a cluster this process started or reused.
+    /// Stops the cluster (`pg_ctl stop -m fast`, waits). Only stops a cluster
+    /// this process started or reused; a second call does nothing.
     pub async fn stop(&self) -> Result<(), Error> {
         if self.stopped.load(Ordering::SeqCst) {
             return Ok(());
         }
         let began = Instant::now();
-        if self.postmaster_state() == PidState::Alive {
-            let output = self
-                .run(self.stop_command("fast", STOP_TIMEOUT_SECS))
-                .await?;
-            // pg_ctl also fails when the server went away by itself meanwhile,
-            // which is the outcome we want.
-            if !output.status.success() && self.cluster_state().await? == ClusterState::Running {
-                return Err(Error::Stop {
-                    path: self.data_dir.clone(),
-                    detail: output_text(&output),
-                });
-            }
+        if self.postmaster_state() != PidState::Alive {
+            self.stopped.store(true, Ordering::SeqCst);
+            tracing::info!(dir = %self.shown_dir.display(), "PostgreSQL cluster was not running");
+            return Ok(());
+        }
+        let output = self
+            .run(self.stop_command("fast", STOP_TIMEOUT_SECS))
+            .await?;
+        // pg_ctl also fails when the server went away by itself meanwhile,
+        // which is the outcome we want.
+        if !output.status.success() && self.cluster_state().await? == ClusterState::Running {
+            return Err(Error::Stop {
+                path: self.data_dir.clone(),
+                detail: output_text(&output),
+            });
         }
         self.stopped.store(true, Ordering::SeqCst);
         tracing::info!(
@@ -538,7 +550,9 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    /// Blocking immediate stop for use from an atexit hook / Drop in test harnesses (`pg_ctl stop -m immediate`).
+    /// Blocking immediate stop for use from an atexit hook / Drop in test
+    /// harnesses (`pg_ctl stop -m immediate`). Needs no async runtime and never
+    /// fails: problems are logged, since its callers cannot handle them.
     pub fn stop_now(&self) {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
@@ -570,9 +584,11 @@ impl EmbeddedPostgres {
     /// ours to the cluster's user, so PostgreSQL can write where it has to.
     fn prepare_files(&self) -> Result<(), Error> {
         prepare_socket_dir(&self.socket_dir, self.owner.as_ref())?;
+        // The log can hold query text from error reports: only its owner reads it.
         OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.log_path)
             .map_err(io_error("create", &self.log_path))?;
         if let Some(owner) = &self.owner {
@@ -627,6 +643,12 @@ impl EmbeddedPostgres {
             });
         }
         fs::rename(&scratch, &self.data_dir).map_err(io_error("rename", &scratch))?;
+        // Make the rename durable before the cluster takes writes: after a power
+        // loss the directory must not reappear under the scratch name, which the
+        // next start would wipe.
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error("sync", &self.dir))?;
         tracing::info!(
             dir = %self.shown_dir.display(),
             elapsed_ms = began.elapsed().as_millis(),
@@ -1415,6 +1437,10 @@ mod tests {
         fn drop(&mut self) {
             for pg in self.0.iter().rev() {
                 pg.stop_now();
+                // The /tmp fallback outlives the test's temporary directory.
+                if pg.socket_fallback {
+                    let _ = fs::remove_dir_all(&pg.socket_dir);
+                }
             }
         }
     }
@@ -1594,7 +1620,6 @@ mod tests {
         );
         assert_eq!(select_one(&pg, "postgres").await, 1);
         pg.stop().await.expect("stop");
-        let _ = fs::remove_dir(&pg.socket_dir);
     }
 
     #[tokio::test]

@@ -1,0 +1,9 @@
+//! The API test suite: one binary, each test with its own database, port and
+//! mock model server.
+
+mod cancel;
+mod errors;
+mod helpers;
+mod mock_llm;
+mod recovery;
+mod runs;
