@@ -16,9 +16,7 @@ CREATE TABLE runs (
     pending_approval      jsonb,
     usage                 jsonb       NOT NULL DEFAULT '{}'::jsonb,
     result                text,
-    error                 jsonb,
-    -- The fencing token: a writer must name the last seq it saw.
-    last_seq              bigint      NOT NULL
+    error                 jsonb
 );
 
 -- Newest-first listing with a (created_at, id) cursor.
@@ -38,8 +36,10 @@ CREATE TABLE run_events (
     UNIQUE (run_id, key)
 );
 
--- Raised by the journal append when the writer's view is stale, so the whole
--- statement (summary update and entries) rolls back as one.
+-- Raised by the journal append when some entry of a batch already exists (the
+-- writer's view is stale), so the whole statement (summary update and
+-- entries) rolls back as one. A stale writer that names a taken seq fails on
+-- the primary key instead.
 CREATE FUNCTION agent_server_stale_writer(p_run_id uuid, p_expected bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -1,3 +1,269 @@
-pub async fn run(_settings: crate::config::Settings) -> anyhow::Result<()> {
+//! `agent-server bench`: the durable core's speed, measured in one run against
+//! one database and printed (never asserted).
+//!
+//! 1. The floor: a bare single-row `INSERT` committed on its own.
+//! 2. One durable commit on a run's critical path: `journal::append` of one
+//!    entry with its summary update.
+//! 3. The wall time of one agent step (a model turn that asks for a safe
+//!    tool, and the tool) through the real actor, with a model that answers
+//!    at once.
+//! 4. Journaled entries per second with 64 runs stepping at once.
+//!
+//! In embedded mode it uses its own database (`agent_server_bench`) so the
+//! runs it creates never mix with real ones.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::agents::AgentName;
+use crate::config::Settings;
+use crate::journal::{self, NewRun};
+use crate::llm::{self, Message, ModelAnswer, ModelClient, ModelRequest, RequestedCall, Usage};
+use crate::run::RunRegistry;
+use crate::run::actor::RunDeps;
+use crate::run::event::{Event, EventBody};
+use crate::run::state::{RunStatus, RunSummary};
+use crate::startup::open_database;
+use crate::tools::{ToolContext, Workspace};
+
+/// Samples per latency figure: enough for a stable p99.
+const SAMPLES: usize = 2_000;
+/// Steps in the single run that measures one step's wall time.
+const STEPS_PER_RUN: u32 = 200;
+/// Runs stepping at once for the throughput figure.
+const CONCURRENT_RUNS: usize = 64;
+/// Steps each of those runs takes.
+const STEPS_PER_CONCURRENT_RUN: u32 = 50;
+
+/// A model that answers at once: `steps` turns asking for `list_files`, then
+/// a final answer.
+struct InstantModel {
+    steps: u32,
+}
+
+impl ModelClient for InstantModel {
+    fn provider(&self) -> &'static str {
+        "bench"
+    }
+
+    fn model_for(&self, _agent: AgentName) -> String {
+        "instant".into()
+    }
+
+    fn complete(
+        &self,
+        request: ModelRequest,
+    ) -> BoxFuture<'static, Result<ModelAnswer, llm::Error>> {
+        let done = request
+            .messages
+            .iter()
+            .filter(|m| matches!(m, Message::ToolResult { .. }))
+            .count() as u32;
+        let tool_calls = if done < self.steps {
+            vec![RequestedCall {
+                call_id: None,
+                tool: "list_files".into(),
+                args: json!({}),
+            }]
+        } else {
+            vec![]
+        };
+        let answer = ModelAnswer {
+            model: "instant".into(),
+            text: String::new(),
+            tool_calls,
+            usage: Usage::default(),
+        };
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn summarize(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+    println!(
+        "{name:<44} p50 {:>8.3} ms   p99 {:>8.3} ms   (n = {})",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        samples.len()
+    );
+    (p50, p99)
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let database = open_database(&settings, "agent_server_bench").await?;
+    let pool = database.pool.clone();
+    println!("agent-server bench on {}", database.description);
+
+    // 1. The floor.
+    let client = pool.get().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v text NOT NULL);
+             TRUNCATE bench_floor",
+        )
+        .await?;
+    let insert = client
+        .prepare("INSERT INTO bench_floor (v) VALUES ($1)")
+        .await?;
+    let mut floor = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let started = Instant::now();
+        client.execute(&insert, &[&"x"]).await?;
+        floor.push(started.elapsed());
+    }
+    drop(client);
+    let (floor_p50, floor_p99) = summarize("floor: INSERT + COMMIT", floor);
+
+    // 2. One durable commit of a journal entry and its summary.
+    let run_id = Uuid::new_v4();
+    journal::create_run(
+        &pool,
+        &NewRun {
+            id: run_id,
+            agent: AgentName::Coding,
+            task: "bench".into(),
+            approval_timeout_secs: 60,
+            idempotency_key: None,
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    let summary = RunSummary {
+        status: RunStatus::Running,
+        pending_approval: None,
+        usage: Default::default(),
+        result: None,
+        error: None,
+    };
+    let mut seq = 1;
+    for (name, with_summary) in [
+        ("journal commit: entry alone", false),
+        ("journal commit: entry + summary update", true),
+    ] {
+        let mut commits = Vec::with_capacity(SAMPLES);
+        for _ in 0..SAMPLES {
+            seq += 1;
+            let event = Event {
+                seq,
+                agent: Some(AgentName::Coding),
+                at: Utc::now(),
+                key: format!("bench:{seq}"),
+                body: EventBody::ToolStarted {
+                    call_id: format!("call_{seq}"),
+                    tool: "list_files".into(),
+                },
+            };
+            let started = Instant::now();
+            journal::append(&pool, run_id, &[event], with_summary.then_some(&summary)).await?;
+            commits.push(started.elapsed());
+        }
+        let (commit_p50, commit_p99) = summarize(name, commits);
+        println!(
+            "{:<44} p50 {:>8.2} x    p99 {:>8.2} x    (target <= 1.5 x)",
+            "  ratio to the floor",
+            commit_p50.as_secs_f64() / floor_p50.as_secs_f64(),
+            commit_p99.as_secs_f64() / floor_p99.as_secs_f64()
+        );
+    }
+
+    // 3 and 4 drive real run actors.
+    let workspace_dir = tempfile_dir()?;
+    let workspace = Workspace::open(&workspace_dir).context("opening the bench workspace")?;
+    let context = ToolContext {
+        workspace: Arc::new(workspace),
+    };
+    let registry_for = |steps: u32| {
+        let model: Arc<dyn ModelClient> = Arc::new(InstantModel { steps });
+        let deps = Arc::new(RunDeps {
+            pool: pool.clone(),
+            model,
+            tools: context.clone(),
+            max_iterations: steps + 10,
+            models: HashMap::from([(AgentName::Coding, "instant".to_string())]),
+        });
+        RunRegistry::new(deps, actix::Arbiter::current())
+    };
+
+    let registry = registry_for(STEPS_PER_RUN);
+    let started = Instant::now();
+    let ids = start_runs(&registry, 1).await?;
+    wait_finished(&registry, &ids).await;
+    let elapsed = started.elapsed();
+    println!(
+        "{:<44} {:>8.3} ms per step  ({STEPS_PER_RUN} steps in {:.1} ms; target < 0.76 ms)",
+        "agent step (model turn + safe tool)",
+        elapsed.as_secs_f64() * 1e3 / STEPS_PER_RUN as f64,
+        elapsed.as_secs_f64() * 1e3
+    );
+
+    let registry = registry_for(STEPS_PER_CONCURRENT_RUN);
+    let started = Instant::now();
+    let ids = start_runs(&registry, CONCURRENT_RUNS).await?;
+    wait_finished(&registry, &ids).await;
+    let elapsed = started.elapsed();
+    let mut events = 0usize;
+    for id in &ids {
+        events += journal::load(&pool, *id).await?.len();
+    }
+    println!(
+        "{:<44} {:>8.0} events/s ({events} entries, {CONCURRENT_RUNS} runs, {:.2} s; target >= 20000)",
+        "throughput",
+        events as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+
+    let _ = std::fs::remove_dir_all(&workspace_dir);
+    pool.close();
+    if let Some(cluster) = &database.embedded {
+        cluster.stop().await?;
+    }
     Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("agent-server-bench-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn start_runs(registry: &RunRegistry, count: usize) -> anyhow::Result<Vec<Uuid>> {
+    let pool = &registry.deps().pool;
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let run = NewRun {
+            id: Uuid::new_v4(),
+            agent: AgentName::Coding,
+            task: "bench".into(),
+            approval_timeout_secs: 60,
+            idempotency_key: None,
+            at: Utc::now(),
+        };
+        journal::create_run(pool, &run).await?;
+        ids.push(run.id);
+    }
+    for id in &ids {
+        registry.start(*id);
+    }
+    Ok(ids)
+}
+
+/// Waits until every run's actor has left the registry (it does so when the
+/// run ends); an in-memory check, so it adds no load to the database.
+async fn wait_finished(registry: &RunRegistry, ids: &[Uuid]) {
+    while ids.iter().any(|id| registry.get(*id).is_some()) {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
 }

@@ -3,10 +3,12 @@
 //!
 //! Each run has one ordered journal (`run_events`, primary key `(run_id,
 //! seq)`, unique `(run_id, key)`) and one summary row (`runs`). `append`
-//! writes a transition's entries and the new summary in one statement, fenced
-//! by the last `seq` the writer saw: a stale writer (a second actor for the
-//! same run, or one whose view lags) changes nothing and gets
-//! `Error::Stale`.
+//! writes a transition's entries, and the new summary when it changed, in one
+//! statement. The entries' `seq` are the fence: a stale writer (a second actor
+//! for the same run, or one whose view lags) names a `seq` or a `key` that is
+//! taken, changes nothing, and gets `Error::Stale`. A run's `last_seq` is read
+//! from the journal itself, so an entry that leaves the summary as it was
+//! costs one insert and nothing more.
 
 use std::collections::BTreeMap;
 
@@ -73,7 +75,8 @@ pub struct NewRun {
 }
 
 const RUN_COLUMNS: &str = "id, status, agent, task, created_at, updated_at, pending_approval, \
-     usage, result, error, last_seq, approval_timeout_secs, idempotency_key";
+     usage, result, error, approval_timeout_secs, idempotency_key, \
+     (SELECT max(seq) FROM run_events e WHERE e.run_id = runs.id) AS last_seq";
 
 /// Creates the run and its `RUN_STARTED` entry in one statement. With an
 /// idempotency key already used, returns the existing run and `false`.
@@ -90,8 +93,8 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<(RunRecord, bool), 
         .prepare_cached(
             "WITH r AS (
                 INSERT INTO runs (id, status, agent, task, approval_timeout_secs, idempotency_key,
-                                  created_at, updated_at, last_seq)
-                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6, 1)
+                                  created_at, updated_at)
+                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING id
             ), e AS (
@@ -133,19 +136,18 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<(RunRecord, bool), 
     Ok((run_from_row(&row)?, inserted == 1))
 }
 
-/// Appends `events` (already numbered after `expected_last_seq`) and the new
-/// summary, all or nothing.
+/// Appends `events` (numbered right after the writer's last `seq`) and, when
+/// it changed, the new summary: all or nothing.
 #[tracing::instrument(skip_all, fields(run_id = %run_id, entries = events.len()))]
 pub async fn append(
     pool: &Pool,
     run_id: Uuid,
-    expected_last_seq: i64,
     events: &[Event],
-    summary: &RunSummary,
+    summary: Option<&RunSummary>,
 ) -> Result<(), Error> {
-    if events.is_empty() {
+    let Some(first) = events.first() else {
         return Ok(());
-    }
+    };
     let mut seqs = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
     let mut agents = Vec::with_capacity(events.len());
@@ -161,67 +163,130 @@ pub async fn append(
         keys.push(event.key.as_str());
         payloads.push(payload);
     }
-    let pending = summary
-        .pending_approval
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(|e| corrupt(run_id, expected_last_seq, e))?;
-    let usage =
-        serde_json::to_value(&summary.usage).map_err(|e| corrupt(run_id, expected_last_seq, e))?;
-    let error = summary
-        .error
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(|e| corrupt(run_id, expected_last_seq, e))?;
-    let updated_at = events.last().map(|e| e.at);
-
     let client = pool.get().await?;
-    // One statement, so one round trip and one commit: the summary update
-    // is the fence (it matches only at the expected seq), the entries are
-    // inserted only through it, and a count mismatch aborts the whole
-    // statement.
-    let statement = client
-        .prepare_cached(
-            "WITH upd AS (
-                UPDATE runs SET status = $3, pending_approval = $4, usage = $5, result = $6,
-                       error = $7, last_seq = $2 + cardinality($8::bigint[]), updated_at = $14
-                WHERE id = $1 AND last_seq = $2
-                RETURNING id
-            ), ins AS (
-                INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
-                SELECT upd.id, e.seq, e.type, e.agent, e.at, e.key, e.payload
-                FROM upd, unnest($8::bigint[], $9::text[], $10::text[], $11::timestamptz[],
-                                 $12::text[], $13::jsonb[]) AS e(seq, type, agent, at, key, payload)
-                ON CONFLICT (run_id, key) DO NOTHING
-                RETURNING 1
-            )
-            SELECT CASE WHEN (SELECT count(*) FROM ins) = cardinality($8::bigint[]) THEN 0
-                        ELSE agent_server_stale_writer($1, $2) END",
-        )
-        .await?;
-    let outcome = client
-        .query_one(
-            &statement,
-            &[
-                &run_id,
-                &expected_last_seq,
-                &summary.status.as_str(),
-                &pending,
-                &usage,
-                &summary.result,
-                &error,
-                &seqs,
-                &types,
-                &agents,
-                &ats,
-                &keys,
-                &payloads,
-                &updated_at,
-            ],
-        )
-        .await;
+    // One statement, so one round trip and one commit. Entries whose key
+    // exists are skipped by the insert, and the count check then aborts the
+    // whole statement, so a batch is never written in part.
+    let outcome = match summary {
+        // The most common commit on a run's critical path (`TOOL_STARTED`,
+        // for one): a plain insert, whose affected-row count is the check.
+        None if events.len() == 1 => {
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (run_id, key) DO NOTHING",
+                )
+                .await?;
+            let inserted = client
+                .execute(
+                    &statement,
+                    &[
+                        &run_id,
+                        &seqs[0],
+                        &types[0],
+                        &agents[0],
+                        &ats[0],
+                        &keys[0],
+                        &payloads[0],
+                    ],
+                )
+                .await;
+            match inserted {
+                Ok(1) => return Ok(()),
+                Ok(_) => return Err(Error::Stale(run_id)),
+                Err(e) => Err(e),
+            }
+        }
+        None => {
+            let statement = client
+                .prepare_cached(
+                    "WITH ins AS (
+                        INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
+                        SELECT $1, e.seq, e.type, e.agent, e.at, e.key, e.payload
+                        FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+                                    $6::text[], $7::jsonb[]) AS e(seq, type, agent, at, key, payload)
+                        ON CONFLICT (run_id, key) DO NOTHING
+                        RETURNING 1
+                    )
+                    SELECT CASE WHEN (SELECT count(*) FROM ins) = cardinality($2::bigint[]) THEN 0
+                                ELSE agent_server_stale_writer($1, $8) END",
+                )
+                .await?;
+            client
+                .query_one(
+                    &statement,
+                    &[
+                        &run_id,
+                        &seqs,
+                        &types,
+                        &agents,
+                        &ats,
+                        &keys,
+                        &payloads,
+                        &(first.seq - 1),
+                    ],
+                )
+                .await
+        }
+        Some(summary) => {
+            let pending = summary
+                .pending_approval
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|e| corrupt(run_id, first.seq, e))?;
+            let usage =
+                serde_json::to_value(&summary.usage).map_err(|e| corrupt(run_id, first.seq, e))?;
+            let error = summary
+                .error
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|e| corrupt(run_id, first.seq, e))?;
+            let updated_at = events.last().map(|e| e.at);
+            let statement = client
+                .prepare_cached(
+                    "WITH upd AS (
+                        UPDATE runs SET status = $9, pending_approval = $10, usage = $11,
+                               result = $12, error = $13, updated_at = $14
+                        WHERE id = $1
+                        RETURNING id
+                    ), ins AS (
+                        INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
+                        SELECT upd.id, e.seq, e.type, e.agent, e.at, e.key, e.payload
+                        FROM upd, unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+                                         $6::text[], $7::jsonb[]) AS e(seq, type, agent, at, key, payload)
+                        ON CONFLICT (run_id, key) DO NOTHING
+                        RETURNING 1
+                    )
+                    SELECT CASE WHEN (SELECT count(*) FROM ins) = cardinality($2::bigint[]) THEN 0
+                                ELSE agent_server_stale_writer($1, $8) END",
+                )
+                .await?;
+            client
+                .query_one(
+                    &statement,
+                    &[
+                        &run_id,
+                        &seqs,
+                        &types,
+                        &agents,
+                        &ats,
+                        &keys,
+                        &payloads,
+                        &(first.seq - 1),
+                        &summary.status.as_str(),
+                        &pending,
+                        &usage,
+                        &summary.result,
+                        &error,
+                        &updated_at,
+                    ],
+                )
+                .await
+        }
+    };
     match outcome {
         Ok(_) => Ok(()),
         Err(e)

@@ -29,8 +29,12 @@ pub struct Database {
     pub description: String,
 }
 
-/// Connects to `DATABASE_URL`, or starts the embedded cluster, and migrates.
-pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
+/// Connects to `DATABASE_URL`, or starts the embedded cluster and uses its
+/// database `embedded_database`, and migrates.
+pub async fn open_database(
+    settings: &Settings,
+    embedded_database: &str,
+) -> anyhow::Result<Database> {
     let (config, embedded, description) = match &settings.database_url {
         Some(url) => {
             let config: tokio_postgres::Config = url
@@ -42,10 +46,10 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
         }
         None => {
             let cluster = EmbeddedPostgres::start(&settings.data_dir.join("pg")).await?;
-            cluster.ensure_database(EMBEDDED_DATABASE).await?;
+            cluster.ensure_database(embedded_database).await?;
             let description = cluster.describe();
             (
-                cluster.config(EMBEDDED_DATABASE),
+                cluster.config(embedded_database),
                 Some(cluster),
                 description,
             )
@@ -82,12 +86,13 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     registry: RunRegistry,
+    pool: deadpool_postgres::Pool,
     embedded: Option<EmbeddedPostgres>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let database = open_database(&settings).await?;
+        let database = open_database(&settings, EMBEDDED_DATABASE).await?;
         let workspace = Workspace::open(&settings.workspace)
             .with_context(|| format!("opening the workspace {}", settings.workspace.display()))?;
         let model = llm::from_settings(&settings.llm)?;
@@ -141,6 +146,7 @@ impl Application {
             port: local.port(),
             server,
             registry,
+            pool: database.pool,
             embedded: database.embedded,
         })
     }
@@ -164,6 +170,9 @@ impl Application {
         handle.stop(true).await;
         let _ = server.await;
         self.registry.shutdown().await;
+        // Close our connections first, so stopping the cluster does not log
+        // them as broken.
+        self.pool.close();
         if let Some(cluster) = &self.embedded {
             cluster.stop().await?;
         }
@@ -192,7 +201,7 @@ pub struct RunningApp {
 
 /// `agent-server migrate`: applies the migrations and exits.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let database = open_database(settings).await?;
+    let database = open_database(settings, EMBEDDED_DATABASE).await?;
     tracing::info!(database = %database.description, "migrations applied");
     journal::ping(&database.pool).await?;
     if let Some(cluster) = &database.embedded {

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::registry::RunRegistry;
-use super::state::{self, Effect, Env, Input, Refusal, RunState};
+use super::state::{self, Effect, Env, Input, Refusal, RunState, RunSummary};
 use crate::agents::AgentName;
 use crate::journal;
 use crate::llm::{ModelClient, ModelRequest};
@@ -83,6 +83,8 @@ pub struct RunActor {
     registry: RunRegistry,
     /// `None` while the journal loads.
     state: Option<RunState>,
+    /// The summary as last committed, to write it only when it changes.
+    summary: Option<RunSummary>,
     /// The model call or tool running now; dropping it aborts it.
     in_flight: Option<SpawnHandle>,
     /// The approval expiry or the backoff before the next model attempt.
@@ -100,6 +102,7 @@ impl RunActor {
             deps,
             registry,
             state: None,
+            summary: None,
             in_flight: None,
             timer: None,
             restarts: 0,
@@ -119,6 +122,7 @@ impl RunActor {
             };
             match state::fold(run_id, &events) {
                 Some(state) => {
+                    act.summary = Some(state.summary());
                     act.state = Some(state);
                     act.restarts = 0;
                     if let Err(error) = act.drive(Input::Wake, ctx, None) {
@@ -162,7 +166,6 @@ impl RunActor {
         let Some(state) = self.state.as_mut() else {
             return Err(SteerError::Unavailable);
         };
-        let expected_last_seq = state.last_seq;
         let stepped = catch_unwind(AssertUnwindSafe(|| state::step(state, input, &env)));
         let transition = match stepped {
             Ok(Ok(transition)) => transition,
@@ -180,6 +183,7 @@ impl RunActor {
             return Ok(());
         }
         let summary = state.summary();
+        let changed = self.summary.as_ref() != Some(&summary);
         let pool = self.deps.pool.clone();
         let run_id = self.run_id;
         let effect = transition.effect;
@@ -188,11 +192,11 @@ impl RunActor {
             let outcome = journal::append(
                 &pool,
                 run_id,
-                expected_last_seq,
                 &transition.events,
-                &summary,
+                changed.then_some(&summary),
             )
-            .await;
+            .await
+            .map(|()| summary);
             tracing::debug!(
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "journal append"
@@ -204,7 +208,8 @@ impl RunActor {
             commit
                 .into_actor(self)
                 .map(move |committed, act, ctx| match committed {
-                    Ok(()) => {
+                    Ok(summary) => {
+                        act.summary = Some(summary);
                         if let Some(reply) = reply {
                             let _ = reply.send(Ok(()));
                         }
@@ -355,6 +360,7 @@ impl Supervised for RunActor {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         self.cancel_work(ctx);
         self.state = None;
+        self.summary = None;
         self.restarts += 1;
     }
 }

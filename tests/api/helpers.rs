@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use agent_server::config::Settings;
 use agent_server::db::embedded::EmbeddedPostgres;
-use agent_server::startup::{Application, RunningApp};
+use agent_server::startup::Application;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::OnceCell;
@@ -100,8 +100,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub llm: MockLlm,
     pub workspace: TempDir,
-    pub database_url: String,
-    pub running: RunningApp,
 }
 
 /// Settings for a server on a free port, the test's database, the mock
@@ -156,8 +154,6 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         client: reqwest::Client::new(),
         llm,
         workspace,
-        database_url,
-        running,
     }
 }
 

@@ -384,3 +384,44 @@ async fn health_and_readiness_answer() {
     assert_eq!(api.get("/healthz").await.status(), 200);
     assert_eq!(api.get("/readyz").await.status(), 200);
 }
+
+#[actix_web::test]
+async fn model_errors_are_retried_and_a_client_error_fails_the_run() {
+    let app = spawn_app().await;
+    let api = app.api();
+    app.llm.push(Reply::Status {
+        code: 500,
+        body: json!({"error": {"message": "boom"}}),
+        retry_after: None,
+    });
+    app.llm.push(Reply::Status {
+        code: 429,
+        body: json!({"error": {"message": "slow down"}}),
+        retry_after: Some(1),
+    });
+    app.llm.push(Reply::text("third time lucky"));
+    let run = api.create_run(json!({"task": "t"})).await;
+    let id = run["id"].as_str().unwrap();
+    let done = api.wait_for_status(id, "completed").await;
+    assert_eq!(done["result"], "third time lucky");
+    let events = api.wait_for_events(id, "LLM_CALLED", 3).await;
+    let attempts: Vec<i64> = events
+        .iter()
+        .filter(|e| e["type"] == "LLM_CALLED")
+        .map(|e| e["payload"]["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+
+    app.llm.push(Reply::Status {
+        code: 400,
+        body: json!({"error": {"message": "unknown model mock-model"}}),
+        retry_after: None,
+    });
+    let run = api.create_run(json!({"task": "t"})).await;
+    let id = run["id"].as_str().unwrap();
+    let failed = api.wait_for_status(id, "failed").await;
+    assert_eq!(failed["error"]["code"], "llm_error");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("unknown model mock-model"), "{message}");
+    assert!(!message.contains("test-key"));
+}
