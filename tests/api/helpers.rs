@@ -100,6 +100,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub llm: MockLlm,
     pub workspace: TempDir,
+    pub database_url: String,
 }
 
 /// Settings for a server on a free port, the test's database, the mock
@@ -154,6 +155,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         client: reqwest::Client::new(),
         llm,
         workspace,
+        database_url,
     }
 }
 

@@ -4,6 +4,8 @@
 mod cancel;
 mod errors;
 mod helpers;
+mod journal;
 mod mock_llm;
 mod recovery;
 mod runs;
+mod supervision;

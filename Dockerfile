@@ -1,0 +1,23 @@
+# Multi-stage build of agent-server.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY migrations migrations
+COPY static static
+RUN cargo build --release --locked && strip target/release/agent-server
+
+FROM debian:bookworm-slim
+# postgresql gives the embedded mode its binaries when no DATABASE_URL is set;
+# ca-certificates lets the model providers' TLS verify.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates postgresql curl \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/agent-server /usr/local/bin/agent-server
+ENV AGENT_SERVER_ADDR=0.0.0.0:3200 \
+    AGENT_SERVER_DATA_DIR=/var/lib/agent-server
+RUN mkdir -p /var/lib/agent-server && chmod 755 /var/lib/agent-server
+EXPOSE 3200
+HEALTHCHECK --interval=10s --timeout=3s CMD curl -fsS http://127.0.0.1:3200/healthz || exit 1
+ENTRYPOINT ["agent-server"]
+CMD ["serve"]
