@@ -48,13 +48,19 @@ async fn new_run(pool: &deadpool_postgres::Pool) -> Uuid {
 async fn a_stale_writer_cannot_fork_the_history() {
     let pool = pool().await;
     let run = new_run(&pool).await;
-    journal::append(&pool, run, &[entry(2, "a")], None).await.unwrap();
+    journal::append(&pool, run, &[entry(2, "a")], None)
+        .await
+        .unwrap();
 
     // Another writer with the same view names the same seq: refused.
-    let err = journal::append(&pool, run, &[entry(2, "b")], None).await.unwrap_err();
+    let err = journal::append(&pool, run, &[entry(2, "b")], None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Stale(_)), "{err}");
     // Writing an entry whose key exists is a no-op, reported as stale.
-    let err = journal::append(&pool, run, &[entry(3, "a")], None).await.unwrap_err();
+    let err = journal::append(&pool, run, &[entry(3, "a")], None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Stale(_)), "{err}");
     // A batch with one taken key writes nothing at all, summary included.
     let summary = RunSummary {

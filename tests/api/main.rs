@@ -1,11 +1,13 @@
 //! The API test suite: one binary, each test with its own database, port and
 //! mock model server.
 
+mod binary;
 mod cancel;
 mod errors;
 mod helpers;
 mod journal;
 mod mock_llm;
+mod process;
 mod recovery;
 mod runs;
 mod supervision;

@@ -1,74 +1,11 @@
 //! Crash recovery with the real binary as a subprocess and `kill -9`: the
 //! run resumes where it stopped, with nothing lost and nothing done twice.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-use crate::helpers::{Api, assert_error, fresh_database, settings_map, wait_until};
+use crate::helpers::{assert_error, fresh_database, wait_until};
 use crate::mock_llm::{MockLlm, Reply};
-
-/// The server binary running as a child process.
-struct Server {
-    child: Child,
-    api: Api,
-}
-
-impl Server {
-    /// Starts the binary and waits for its `listening on` line.
-    async fn start(database_url: &str, llm: &MockLlm, workspace: &TempDir) -> Server {
-        let vars = settings_map(database_url, llm, workspace.path(), &[]);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agent-server"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(vars)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting agent-server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // Reads the start-up line, then keeps draining so the server never
-        // blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix("agent-server listening on ")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(address.to_string());
-                }
-            }
-        });
-        let address = tokio::time::timeout(crate::helpers::WAIT_LIMIT, rx)
-            .await
-            .expect("the server printed its address in time")
-            .expect("the server printed its address before exiting");
-        Server {
-            child,
-            api: Api {
-                address,
-                client: reqwest::Client::new(),
-            },
-        }
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaping the server");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::process::Server;
 
 #[actix_web::test]
 async fn a_run_waiting_for_approval_keeps_waiting_after_kill_9() {
@@ -228,4 +165,39 @@ async fn an_approved_dangerous_tool_never_runs_twice_after_kill_9() {
         .filter(|e| e["type"] == "TOOL_RESULT")
         .collect();
     assert_eq!(results.len(), 1, "one result for the one call");
+}
+
+#[actix_web::test]
+async fn the_approval_deadline_survives_a_restart() {
+    let database_url = fresh_database().await;
+    let llm = MockLlm::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    llm.push(Reply::tool_call(
+        "c1",
+        "write_file",
+        json!({"path": "x", "content": "y"}),
+    ));
+    llm.push(Reply::text("nobody answered"));
+
+    let server = Server::start(&database_url, &llm, &workspace).await;
+    let run = server
+        .api
+        .create_run(json!({"task": "t", "agent": "coding", "approval_timeout_secs": 2}))
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let pending = server.api.wait_for_approval(&id).await;
+    server.kill_9();
+
+    let server = Server::start(&database_url, &llm, &workspace).await;
+    let done = server.api.wait_for_status(&id, "completed").await;
+    assert_eq!(done["result"], "nobody answered");
+    let events = server.api.events(&id).await;
+    let resumed = events.iter().find(|e| e["type"] == "RUN_RESUMED").unwrap();
+    assert_eq!(resumed["payload"]["decision"], "expired");
+    assert_eq!(resumed["payload"]["approval_id"], pending["approval_id"]);
+    let decided_at = chrono::DateTime::parse_from_rfc3339(resumed["at"].as_str().unwrap()).unwrap();
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(pending["expires_at"].as_str().unwrap()).unwrap();
+    assert!(decided_at >= expires_at, "not before its deadline");
+    assert!(!workspace.path().join("x").exists());
 }

@@ -14,13 +14,22 @@ use crate::mock_llm::Reply;
 async fn a_failed_actor_restarts_from_its_journal_and_touches_no_other_run() {
     let app = spawn_app().await;
     let api = app.api();
-    app.llm.push(Reply::tool_call("c1", "shell", json!({"command": "echo once >> ledger.txt"})));
-    let run = api.create_run(json!({"task": "t", "agent": "coding"})).await;
+    app.llm.push(Reply::tool_call(
+        "c1",
+        "shell",
+        json!({"command": "echo once >> ledger.txt"}),
+    ));
+    let run = api
+        .create_run(json!({"task": "t", "agent": "coding"}))
+        .await;
     let id = run["id"].as_str().unwrap().to_string();
     let pending = api.wait_for_approval(&id).await;
     let approval_id: Uuid = pending["approval_id"].as_str().unwrap().parse().unwrap();
-    app.llm.push(Reply::tool_call("c2", "shell", json!({"command": "true"})));
-    let other = api.create_run(json!({"task": "other", "agent": "coding"})).await;
+    app.llm
+        .push(Reply::tool_call("c2", "shell", json!({"command": "true"})));
+    let other = api
+        .create_run(json!({"task": "other", "agent": "coding"}))
+        .await;
     let other_id = other["id"].as_str().unwrap().to_string();
     api.wait_for_approval(&other_id).await;
 
@@ -53,7 +62,9 @@ async fn a_failed_actor_restarts_from_its_journal_and_touches_no_other_run() {
         .unwrap();
 
     // The actor's own write of the same decision is refused; it reloads.
-    let response = api.resume(&id, &approval_id.to_string(), "approved", None).await;
+    let response = api
+        .resume(&id, &approval_id.to_string(), "approved", None)
+        .await;
     assert_error(response, 503, "unavailable").await;
 
     // Rebuilt from the journal, the run acts on the decision it holds, once.
@@ -62,11 +73,15 @@ async fn a_failed_actor_restarts_from_its_journal_and_touches_no_other_run() {
     let ledger = std::fs::read_to_string(app.workspace.path().join("ledger.txt")).unwrap();
     assert_eq!(ledger, "once\n");
     let events = api.events(&id).await;
-    let resumed: Vec<_> = events.iter().filter(|e| e["type"] == "RUN_RESUMED").collect();
+    let resumed: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "RUN_RESUMED")
+        .collect();
     assert_eq!(resumed.len(), 1);
     assert_eq!(resumed[0]["payload"]["decided_by"], "someone else");
     assert_error(
-        api.resume(&id, &approval_id.to_string(), "approved", None).await,
+        api.resume(&id, &approval_id.to_string(), "approved", None)
+            .await,
         409,
         "already_decided",
     )
@@ -75,7 +90,14 @@ async fn a_failed_actor_restarts_from_its_journal_and_touches_no_other_run() {
     // The other run never noticed.
     let other_now = api.run(&other_id).await;
     assert_eq!(other_now["status"], "waiting_approval");
-    let other_approval = other_now["pending_approval"]["approval_id"].as_str().unwrap();
-    assert_eq!(api.resume(&other_id, other_approval, "approved", None).await.status(), 200);
+    let other_approval = other_now["pending_approval"]["approval_id"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        api.resume(&other_id, other_approval, "approved", None)
+            .await
+            .status(),
+        200
+    );
     api.wait_for_status(&other_id, "completed").await;
 }

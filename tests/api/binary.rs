@@ -1,0 +1,123 @@
+//! The binary as a user runs it: settings errors, the embedded cluster, the
+//! scripted demo, and a clean stop on SIGTERM.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use crate::process::{Server, server_command};
+
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn an_invalid_setting_stops_the_server_with_one_line_naming_it() {
+    for (variable, value) in [
+        ("AGENT_MAX_ITERATIONS", "zero"),
+        ("AGENT_SERVER_ADDR", "nowhere"),
+        ("LLM_PROVIDER", "oracle"),
+    ] {
+        let output = server_command(vars(&[(variable, value)]))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("running agent-server");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(variable), "{stderr}");
+    }
+}
+
+#[test]
+fn missing_postgresql_binaries_say_how_to_get_them() {
+    let data = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let output = server_command(vars(&[
+        ("AGENT_SERVER_DATA_DIR", data.path().to_str().unwrap()),
+        ("AGENT_SERVER_PG_BINDIR", empty.path().to_str().unwrap()),
+        ("AGENT_SERVER_ADDR", "127.0.0.1:0"),
+    ]))
+    .stderr(std::process::Stdio::piped())
+    .output()
+    .expect("running agent-server");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("apt-get install postgresql"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
+/// The README's first command: embedded PostgreSQL, the scripted model, the
+/// whole demo through the network of agents, and a clean stop.
+#[actix_web::test]
+async fn the_embedded_scripted_demo_runs_and_stops_cleanly() {
+    let data = tempfile::Builder::new()
+        .prefix("agent-server-demo-")
+        .tempdir()
+        .unwrap();
+    let data_dir = data.path().to_str().unwrap().to_string();
+    let settings = vars(&[
+        ("AGENT_SERVER_DATA_DIR", &data_dir),
+        ("AGENT_SERVER_ADDR", "127.0.0.1:0"),
+    ]);
+    std::fs::create_dir_all(data.path().join("workspace")).unwrap();
+    std::fs::write(data.path().join("workspace/hello.txt"), "hello\n").unwrap();
+
+    let server = Server::start_with(settings.clone()).await;
+    let api = &server.api;
+    let run = api
+        .create_run(json!({"task": "tidy up the repository"}))
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let shell = api.wait_for_approval(&id).await;
+    assert_eq!(shell["tool"], "shell");
+    assert_eq!(shell["agent"], "coding");
+    api.resume(
+        &id,
+        shell["approval_id"].as_str().unwrap(),
+        "approved",
+        None,
+    )
+    .await;
+    let write = crate::helpers::wait_until("the write_file approval", || async {
+        let run = api.run(&id).await;
+        (run["pending_approval"]["tool"] == "write_file").then_some(run["pending_approval"].clone())
+    })
+    .await;
+    assert_eq!(write["args"]["path"], "agent-notes.md");
+
+    // A clean stop in the middle of the run: exit 0, cluster stopped.
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !data.path().join("pg/data/postmaster.pid").exists(),
+        "the cluster was stopped"
+    );
+
+    // The next start reuses the cluster, and the run goes on.
+    let server = Server::start_with(settings).await;
+    let api = &server.api;
+    let still = api.run(&id).await;
+    assert_eq!(still["pending_approval"], write);
+    api.resume(
+        &id,
+        write["approval_id"].as_str().unwrap(),
+        "approved",
+        None,
+    )
+    .await;
+    let done = api.wait_for_status(&id, "completed").await;
+    let result = done["result"].as_str().unwrap();
+    assert!(result.contains("wrote agent-notes.md: done"), "{result}");
+    assert!(data.path().join("workspace/agent-notes.md").exists());
+    let usage = done["usage"].as_object().unwrap();
+    assert!(usage.contains_key("orchestrator") && usage.contains_key("coding"));
+    let types = api.event_types(&id).await;
+    assert_eq!(types.iter().filter(|t| *t == "AGENT_STARTED").count(), 1);
+    assert_eq!(types.iter().filter(|t| *t == "AGENT_FINISHED").count(), 1);
+    assert!(server.terminate().success());
+}
