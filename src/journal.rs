@@ -88,7 +88,8 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<(RunRecord, bool), 
         agent: run.agent,
         approval_timeout_secs: run.approval_timeout_secs,
     };
-    let (_, payload) = body.to_columns();
+    let (_, mut payload) = body.to_columns();
+    storable(&mut payload);
     let statement = client
         .prepare_cached(
             "WITH r AS (
@@ -155,7 +156,8 @@ pub async fn append(
     let mut keys = Vec::with_capacity(events.len());
     let mut payloads = Vec::with_capacity(events.len());
     for event in events {
-        let (type_name, payload) = event.body.to_columns();
+        let (type_name, mut payload) = event.body.to_columns();
+        storable(&mut payload);
         seqs.push(event.seq);
         types.push(type_name);
         agents.push(event.agent.map(AgentName::as_str));
@@ -230,20 +232,27 @@ pub async fn append(
                 .await
         }
         Some(summary) => {
-            let pending = summary
+            let mut pending = summary
                 .pending_approval
                 .as_ref()
                 .map(serde_json::to_value)
                 .transpose()
                 .map_err(|e| corrupt(run_id, first.seq, e))?;
+            if let Some(pending) = &mut pending {
+                storable(pending);
+            }
             let usage =
                 serde_json::to_value(&summary.usage).map_err(|e| corrupt(run_id, first.seq, e))?;
-            let error = summary
+            let mut error = summary
                 .error
                 .as_ref()
                 .map(serde_json::to_value)
                 .transpose()
                 .map_err(|e| corrupt(run_id, first.seq, e))?;
+            if let Some(error) = &mut error {
+                storable(error);
+            }
+            let result = summary.result.as_deref().map(storable_text);
             let updated_at = events.last().map(|e| e.at);
             let statement = client
                 .prepare_cached(
@@ -279,7 +288,7 @@ pub async fn append(
                         &summary.status.as_str(),
                         &pending,
                         &usage,
-                        &summary.result,
+                        &result,
                         &error,
                         &updated_at,
                     ],
@@ -379,6 +388,30 @@ pub async fn open_runs(pool: &Pool) -> Result<Vec<Uuid>, Error> {
 pub async fn ping(pool: &Pool) -> Result<(), Error> {
     pool.get().await?.simple_query("SELECT 1").await?;
     Ok(())
+}
+
+/// PostgreSQL text and jsonb cannot hold U+0000, which a model or a command's
+/// output may well contain; it becomes U+FFFD so the entry can be journaled
+/// instead of wedging the run.
+fn storable_text(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+fn storable(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => *text = storable_text(text),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(storable),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (storable_text(&k), v))
+                    .collect();
+            }
+            map.values_mut().for_each(storable);
+        }
+        _ => {}
+    }
 }
 
 fn corrupt(run_id: Uuid, seq: i64, reason: impl ToString) -> Error {

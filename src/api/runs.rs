@@ -57,6 +57,11 @@ pub async fn create(
         .ok_or_else(|| ApiError::InvalidRequest("a JSON body with a `task` is required".into()))?;
 
     let task_chars = body.task.chars().count();
+    if body.task.contains('\0') {
+        return Err(ApiError::InvalidRequest(
+            "`task` must not contain NUL characters".into(),
+        ));
+    }
     if body.task.trim().is_empty() {
         return Err(ApiError::InvalidRequest("`task` must not be empty".into()));
     }
@@ -129,8 +134,8 @@ fn idempotency_key(
         (h, b) => h.or(b),
     };
     match key {
-        Some(k) if k.is_empty() => Err(ApiError::InvalidRequest(
-            "the idempotency key must not be empty".into(),
+        Some(k) if k.is_empty() || k.contains('\0') => Err(ApiError::InvalidRequest(
+            "the idempotency key must be a non-empty string without NUL characters".into(),
         )),
         Some(k) if k.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => Err(ApiError::InvalidRequest(
             format!("the idempotency key is longer than {MAX_IDEMPOTENCY_KEY_CHARS} characters"),

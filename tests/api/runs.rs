@@ -425,3 +425,42 @@ async fn model_errors_are_retried_and_a_client_error_fails_the_run() {
     assert!(message.contains("unknown model mock-model"), "{message}");
     assert!(!message.contains("test-key"));
 }
+
+#[actix_web::test]
+async fn nul_characters_from_models_and_tools_never_wedge_a_run() {
+    let app = spawn_app().await;
+    let api = app.api();
+    std::fs::write(app.workspace.path().join("bin.dat"), b"a\0b").unwrap();
+    app.llm.push(Reply::tool_call(
+        "c1",
+        "read_file",
+        json!({"path": "bin.dat", "\u{0}": 1}),
+    ));
+    app.llm.push(Reply::tool_call(
+        "c2",
+        "read_file",
+        json!({"path": "bin.dat"}),
+    ));
+    app.llm.push(Reply::text("done\u{0}here"));
+    let run = api
+        .create_run(json!({"task": "t", "agent": "coding"}))
+        .await;
+    let id = run["id"].as_str().unwrap();
+    let done = api.wait_for_status(id, "completed").await;
+    assert_eq!(done["result"], "done\u{FFFD}here");
+    let events = api.events(id).await;
+    let outputs: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "TOOL_RESULT")
+        .map(|e| e["payload"]["output"].as_str().unwrap())
+        .collect();
+    assert_eq!(outputs.len(), 2);
+    assert!(outputs[1].contains("a\u{FFFD}b"), "{outputs:?}");
+
+    assert_error(
+        api.post_run(json!({"task": "a\u{0}b"})).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+}
