@@ -35,15 +35,3 @@ CREATE TABLE run_events (
     PRIMARY KEY (run_id, seq),
     UNIQUE (run_id, key)
 );
-
--- Raised by the journal append when some entry of a batch already exists (the
--- writer's view is stale), so the whole statement (summary update and
--- entries) rolls back as one. A stale writer that names a taken seq fails on
--- the primary key instead.
-CREATE FUNCTION agent_server_stale_writer(p_run_id uuid, p_expected bigint) RETURNS bigint
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'stale journal writer for run % (expected last seq %)', p_run_id, p_expected
-        USING ERRCODE = 'AS409';
-END
-$$;

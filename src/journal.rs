@@ -4,9 +4,11 @@
 //! Each run has one ordered journal (`run_events`, primary key `(run_id,
 //! seq)`, unique `(run_id, key)`) and one summary row (`runs`). `append`
 //! writes a transition's entries, and the new summary when it changed, in one
-//! statement. The entries' `seq` are the fence: a stale writer (a second actor
-//! for the same run, or one whose view lags) names a `seq` or a `key` that is
-//! taken, changes nothing, and gets `Error::Stale`. A run's `last_seq` is read
+//! statement. The entries' `seq` and `key` are the fence: a stale writer (a
+//! second actor for the same run, or one whose view lags) names a `seq` or a
+//! `key` that is taken, its whole statement fails and changes nothing (so
+//! writing an entry twice is a no-op for the journal), and it gets
+//! `Error::Stale`. A run's `last_seq` is read
 //! from the journal itself, so an entry that leaves the summary as it was
 //! costs one insert and nothing more.
 
@@ -39,9 +41,6 @@ pub enum Error {
         reason: String,
     },
 }
-
-/// The SQLSTATE raised by `agent_server_stale_writer` (migration 1).
-const STALE_WRITER: &str = "AS409";
 
 /// A run as the API shows it (contract section 3).
 #[derive(Debug, Clone, Serialize)]
@@ -166,21 +165,20 @@ pub async fn append(
         payloads.push(payload);
     }
     let client = pool.get().await?;
-    // One statement, so one round trip and one commit. Entries whose key
-    // exists are skipped by the insert, and the count check then aborts the
-    // whole statement, so a batch is never written in part.
+    // One statement, so one round trip and one commit, and all or nothing: an
+    // entry whose `seq` or `key` is taken fails the whole statement, summary
+    // update included, and the journal is left as it was.
     let outcome = match summary {
         // The most common commit on a run's critical path (`TOOL_STARTED`,
-        // for one): a plain insert, whose affected-row count is the check.
+        // for one) is a plain single-row insert.
         None if events.len() == 1 => {
             let statement = client
                 .prepare_cached(
                     "INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (run_id, key) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .await?;
-            let inserted = client
+            client
                 .execute(
                     &statement,
                     &[
@@ -193,41 +191,21 @@ pub async fn append(
                         &payloads[0],
                     ],
                 )
-                .await;
-            match inserted {
-                Ok(1) => return Ok(()),
-                Ok(_) => return Err(Error::Stale(run_id)),
-                Err(e) => Err(e),
-            }
+                .await
         }
         None => {
             let statement = client
                 .prepare_cached(
-                    "WITH ins AS (
-                        INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
-                        SELECT $1, e.seq, e.type, e.agent, e.at, e.key, e.payload
-                        FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
-                                    $6::text[], $7::jsonb[]) AS e(seq, type, agent, at, key, payload)
-                        ON CONFLICT (run_id, key) DO NOTHING
-                        RETURNING 1
-                    )
-                    SELECT CASE WHEN (SELECT count(*) FROM ins) = cardinality($2::bigint[]) THEN 0
-                                ELSE agent_server_stale_writer($1, $8) END",
+                    "INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
+                     SELECT $1, e.seq, e.type, e.agent, e.at, e.key, e.payload
+                     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+                                 $6::text[], $7::jsonb[]) AS e(seq, type, agent, at, key, payload)",
                 )
                 .await?;
             client
-                .query_one(
+                .execute(
                     &statement,
-                    &[
-                        &run_id,
-                        &seqs,
-                        &types,
-                        &agents,
-                        &ats,
-                        &keys,
-                        &payloads,
-                        &(first.seq - 1),
-                    ],
+                    &[&run_id, &seqs, &types, &agents, &ats, &keys, &payloads],
                 )
                 .await
         }
@@ -254,27 +232,23 @@ pub async fn append(
             }
             let result = summary.result.as_deref().map(storable_text);
             let updated_at = events.last().map(|e| e.at);
+            // A data-modifying CTE always runs, so the summary changes in the
+            // same statement as the entries.
             let statement = client
                 .prepare_cached(
                     "WITH upd AS (
-                        UPDATE runs SET status = $9, pending_approval = $10, usage = $11,
-                               result = $12, error = $13, updated_at = $14
+                        UPDATE runs SET status = $8, pending_approval = $9, usage = $10,
+                               result = $11, error = $12, updated_at = $13
                         WHERE id = $1
-                        RETURNING id
-                    ), ins AS (
-                        INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
-                        SELECT upd.id, e.seq, e.type, e.agent, e.at, e.key, e.payload
-                        FROM upd, unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
-                                         $6::text[], $7::jsonb[]) AS e(seq, type, agent, at, key, payload)
-                        ON CONFLICT (run_id, key) DO NOTHING
-                        RETURNING 1
-                    )
-                    SELECT CASE WHEN (SELECT count(*) FROM ins) = cardinality($2::bigint[]) THEN 0
-                                ELSE agent_server_stale_writer($1, $8) END",
+                     )
+                     INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
+                     SELECT $1, e.seq, e.type, e.agent, e.at, e.key, e.payload
+                     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+                                 $6::text[], $7::jsonb[]) AS e(seq, type, agent, at, key, payload)",
                 )
                 .await?;
             client
-                .query_one(
+                .execute(
                     &statement,
                     &[
                         &run_id,
@@ -284,7 +258,6 @@ pub async fn append(
                         &ats,
                         &keys,
                         &payloads,
-                        &(first.seq - 1),
                         &summary.status.as_str(),
                         &pending,
                         &usage,
@@ -298,11 +271,7 @@ pub async fn append(
     };
     match outcome {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.code().is_some_and(|c| {
-                c.code() == STALE_WRITER || *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
-            }) =>
-        {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
             Err(Error::Stale(run_id))
         }
         Err(e) => Err(e.into()),

@@ -81,6 +81,15 @@ fn describe_external(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// The threads for run actors: one per core, as a run's work is mostly
+/// waiting on PostgreSQL and the model, and its CPU work is short.
+pub fn run_arbiters() -> Vec<actix::ArbiterHandle> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (0..threads)
+        .map(|_| actix::Arbiter::new().handle())
+        .collect()
+}
+
 /// A built server, listening, with its runs recovered.
 pub struct Application {
     port: u16,
@@ -107,10 +116,9 @@ impl Application {
                 workspace: Arc::new(workspace),
             },
             max_iterations: settings.max_iterations,
-            models,
+            models: Arc::new(models),
         });
-        let runs_arbiter = actix::Arbiter::new();
-        let registry = RunRegistry::new(deps, runs_arbiter.handle());
+        let registry = RunRegistry::new(deps, run_arbiters());
         let recovered = registry.recover().await?;
 
         let listener = TcpListener::bind(settings.addr)

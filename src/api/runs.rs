@@ -359,7 +359,7 @@ async fn refuse_from_journal(app: &AppState, id: Uuid, input: Input) -> Result<(
         fresh_id: Uuid::new_v4(),
         jitter: 0.0,
         max_iterations: app.settings.max_iterations,
-        models: HashMap::new(),
+        models: Default::default(),
     };
     match state::step(&mut run, input, &env) {
         Err(refusal) => Err(SteerError::Refused(refusal).into()),

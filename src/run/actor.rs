@@ -36,7 +36,7 @@ pub struct RunDeps {
     pub tools: ToolContext,
     pub max_iterations: u32,
     /// The model each agent uses, read once from the client.
-    pub models: HashMap<AgentName, String>,
+    pub models: Arc<HashMap<AgentName, String>>,
 }
 
 /// The longest pause before a failed actor reloads its journal.

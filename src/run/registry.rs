@@ -22,19 +22,22 @@ struct Inner {
     /// await.
     actors: Mutex<HashMap<Uuid, Addr<RunActor>>>,
     deps: Arc<RunDeps>,
-    arbiter: ArbiterHandle,
+    /// The threads run actors live on; a run's thread is picked from its id.
+    arbiters: Vec<ArbiterHandle>,
 }
 
 /// How long shutdown waits for actors to finish the commit they are in.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl RunRegistry {
-    pub fn new(deps: Arc<RunDeps>, arbiter: ArbiterHandle) -> RunRegistry {
+    /// A registry placing actors on `arbiters` (at least one).
+    pub fn new(deps: Arc<RunDeps>, arbiters: Vec<ArbiterHandle>) -> RunRegistry {
+        assert!(!arbiters.is_empty(), "the registry needs an arbiter");
         RunRegistry {
             inner: Arc::new(Inner {
                 actors: Mutex::new(HashMap::new()),
                 deps,
-                arbiter,
+                arbiters,
             }),
         }
     }
@@ -60,9 +63,10 @@ impl RunRegistry {
         }
         let deps = self.inner.deps.clone();
         let registry = self.clone();
-        let addr = Supervisor::start_in_arbiter(&self.inner.arbiter, move |_| {
-            RunActor::new(run_id, deps, registry)
-        });
+        let arbiters = &self.inner.arbiters;
+        let arbiter = &arbiters[(run_id.as_u128() % arbiters.len() as u128) as usize];
+        let addr =
+            Supervisor::start_in_arbiter(arbiter, move |_| RunActor::new(run_id, deps, registry));
         actors.insert(run_id, addr.clone());
         addr
     }

@@ -176,8 +176,8 @@ pub struct Env {
     /// A number in `[0, 1)` for backoff jitter.
     pub jitter: f64,
     pub max_iterations: u32,
-    /// The model each agent uses.
-    pub models: HashMap<AgentName, String>,
+    /// The model each agent uses; shared, as it is the same for every step.
+    pub models: std::sync::Arc<HashMap<AgentName, String>>,
 }
 
 impl Env {

@@ -55,10 +55,12 @@ impl Sim {
                 fresh_id: Uuid::from_u128(1000),
                 jitter: 0.5,
                 max_iterations,
-                models: AgentName::ALL
-                    .into_iter()
-                    .map(|a| (a, format!("model-{a}")))
-                    .collect::<HashMap<_, _>>(),
+                models: std::sync::Arc::new(
+                    AgentName::ALL
+                        .into_iter()
+                        .map(|a| (a, format!("model-{a}")))
+                        .collect::<HashMap<_, _>>(),
+                ),
             },
             commits: vec![1],
             next_id: 1000,
