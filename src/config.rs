@@ -1,9 +1,12 @@
 //! Settings from the environment (contract section 2), read and validated once
 //! at start and passed down.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+
+use crate::agents::AgentName;
 
 /// A value that must never reach a log line: `Debug` and `Display` hide it.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,9 +53,22 @@ pub struct LlmSettings {
     pub provider: LlmProvider,
     /// `LLM_MODEL`, or the provider's default.
     pub model: String,
+    /// `LLM_MODEL_ORCHESTRATOR`, `LLM_MODEL_CODING`, `LLM_MODEL_LOG_ANALYZER`:
+    /// an agent's own model, when it has one.
+    pub agent_models: HashMap<AgentName, String>,
     /// `LLM_BASE_URL` without a trailing slash.
     pub base_url: String,
     pub api_key: Option<Secret>,
+    /// `LLM_STREAMING` (default true): stream answers over SSE, or ask for
+    /// whole answers, for servers that cannot stream.
+    pub streaming: bool,
+}
+
+impl LlmSettings {
+    /// The model an agent uses: its own, or `LLM_MODEL`.
+    pub fn model_for(&self, agent: AgentName) -> &str {
+        self.agent_models.get(&agent).unwrap_or(&self.model)
+    }
 }
 
 /// The server's settings.
@@ -145,9 +161,29 @@ impl Settings {
                 format!("`{base_url}` is not an http:// or https:// URL"),
             ));
         }
+        let agent_models = [
+            (AgentName::Orchestrator, "LLM_MODEL_ORCHESTRATOR"),
+            (AgentName::Coding, "LLM_MODEL_CODING"),
+            (AgentName::LogAnalyzer, "LLM_MODEL_LOG_ANALYZER"),
+        ]
+        .into_iter()
+        .filter_map(|(agent, variable)| get(variable).map(|model| (agent, model)))
+        .collect();
+        let streaming = match get("LLM_STREAMING").as_deref().map(str::trim) {
+            None | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(other) => {
+                return Err(invalid(
+                    "LLM_STREAMING",
+                    format!("`{other}` is not true or false"),
+                ));
+            }
+        };
         let llm = LlmSettings {
             provider,
             model: get("LLM_MODEL").unwrap_or_else(|| default_model.into()),
+            agent_models,
+            streaming,
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key: match provider {
                 LlmProvider::Anthropic => anthropic_key,
@@ -256,6 +292,7 @@ mod tests {
             ("AGENT_APPROVAL_TIMEOUT_SECS", "259201"),
             ("DATABASE_URL", "postgres://a:b@host:notaport/db"),
             ("LOKI_URL", "loki:3100"),
+            ("LLM_STREAMING", "sometimes"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");
@@ -264,6 +301,21 @@ mod tests {
                     .starts_with(&format!("invalid setting {var}:"))
             );
         }
+    }
+
+    #[test]
+    fn agents_may_have_their_own_model() {
+        let s = settings(&[
+            ("OPENAI_API_KEY", "k"),
+            ("LLM_MODEL", "base"),
+            ("LLM_MODEL_CODING", "coder"),
+            ("LLM_STREAMING", "false"),
+        ])
+        .unwrap();
+        assert_eq!(s.llm.model_for(AgentName::Coding), "coder");
+        assert_eq!(s.llm.model_for(AgentName::Orchestrator), "base");
+        assert!(!s.llm.streaming);
+        assert!(settings(&[]).unwrap().llm.streaming);
     }
 
     #[test]

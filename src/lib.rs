@@ -14,6 +14,7 @@
 //! - `llm`: the provider-neutral model client and its providers.
 //! - `tools`: the tools the models call, confined to the workspace.
 //! - `api`: the HTTP API; the only module that knows status codes.
+//! - `realtime`: what watchers see live: streamed model text (deltas).
 //! - `bench`: the `agent-server bench` measurements.
 
 pub mod agents;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod db;
 pub mod journal;
 pub mod llm;
+pub mod realtime;
 pub mod run;
 pub mod startup;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use crate::agents::AgentName;
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::db::{self, embedded::EmbeddedPostgres};
+use crate::realtime::DeltaHub;
 use crate::run::RunRegistry;
 use crate::run::actor::RunDeps;
 use crate::tools::{ToolContext, Workspace};
@@ -116,6 +117,7 @@ impl Application {
                 workspace: Arc::new(workspace),
             },
             max_iterations: settings.max_iterations,
+            deltas: DeltaHub::new(),
             models: Arc::new(models),
         });
         let registry = RunRegistry::new(deps, run_arbiters());

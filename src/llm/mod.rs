@@ -68,8 +68,12 @@ pub enum Message {
     },
 }
 
+/// Receives the model's text as it streams in; cheap to clone. Deltas are
+/// for watching only (never journaled), so a sink must not block.
+pub type DeltaSink = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Everything a provider needs for one model call.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ModelRequest {
     pub run_id: Uuid,
     pub agent: AgentName,
@@ -77,6 +81,20 @@ pub struct ModelRequest {
     pub system: String,
     pub messages: Vec<Message>,
     pub tools: Vec<ToolSpec>,
+    /// Where streamed text goes, when someone may be watching.
+    pub on_delta: Option<DeltaSink>,
+}
+
+impl std::fmt::Debug for ModelRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelRequest")
+            .field("run_id", &self.run_id)
+            .field("agent", &self.agent)
+            .field("model", &self.model)
+            .field("messages", &self.messages.len())
+            .field("tools", &self.tools.len())
+            .finish()
+    }
 }
 
 /// A tool call as the provider returned it, before the server checks its id.

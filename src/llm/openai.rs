@@ -21,7 +21,7 @@ pub struct OpenAiClient {
     http: reqwest::Client,
     url: String,
     api_key: Option<Secret>,
-    model: String,
+    settings: LlmSettings,
 }
 
 impl OpenAiClient {
@@ -34,7 +34,7 @@ impl OpenAiClient {
             http,
             url: format!("{}/chat/completions", settings.base_url),
             api_key: settings.api_key.clone(),
-            model: settings.model.clone(),
+            settings: settings.clone(),
         })
     }
 }
@@ -44,8 +44,8 @@ impl ModelClient for OpenAiClient {
         "openai"
     }
 
-    fn model_for(&self, _agent: AgentName) -> String {
-        self.model.clone()
+    fn model_for(&self, agent: AgentName) -> String {
+        self.settings.model_for(agent).to_string()
     }
 
     fn complete(&self, request: ModelRequest) -> BoxFuture<'static, Result<ModelAnswer, Error>> {
@@ -220,6 +220,7 @@ mod tests {
                 },
             ],
             tools: vec![crate::tools::spec("list_files").unwrap()],
+            on_delta: None,
         };
         let body = request_body(&request);
         assert_eq!(body["messages"][0]["role"], "system");

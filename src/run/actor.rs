@@ -27,6 +27,7 @@ use super::state::{self, Effect, Env, Input, Refusal, RunState, RunSummary};
 use crate::agents::AgentName;
 use crate::journal;
 use crate::llm::{ModelClient, ModelRequest};
+use crate::realtime::DeltaHub;
 use crate::tools::{self, ToolContext};
 
 /// What every run actor shares.
@@ -35,6 +36,8 @@ pub struct RunDeps {
     pub model: Arc<dyn ModelClient>,
     pub tools: ToolContext,
     pub max_iterations: u32,
+    /// Where streamed model text is published for watchers.
+    pub deltas: DeltaHub,
     /// The model each agent uses, read once from the client.
     pub models: Arc<HashMap<AgentName, String>>,
 }
@@ -256,6 +259,7 @@ impl RunActor {
                         .iter()
                         .filter_map(|t| tools::spec(t))
                         .collect(),
+                    on_delta: Some(self.deps.deltas.sink(self.run_id, agent)),
                 };
                 let span = tracing::info_span!(parent: &self.span, "model_call",
                     run_id = %self.run_id, agent = %agent, model = %model, attempt);
