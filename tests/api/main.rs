@@ -7,6 +7,7 @@ mod errors;
 mod helpers;
 mod journal;
 mod mock_llm;
+mod network;
 mod process;
 mod recovery;
 mod runs;
