@@ -187,6 +187,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let workspace = Workspace::open(&workspace_dir).context("opening the bench workspace")?;
     let context = ToolContext {
         workspace: Arc::new(workspace),
+        // The bench runs no `loki_query` calls.
+        loki: None,
     };
     let arbiters = crate::startup::run_arbiters();
     let registry_for = |steps: u32| {

@@ -16,6 +16,7 @@ use crate::db::{self, embedded::EmbeddedPostgres};
 use crate::realtime::DeltaHub;
 use crate::run::RunRegistry;
 use crate::run::actor::RunDeps;
+use crate::tools::loki::LokiClient;
 use crate::tools::{ToolContext, Workspace};
 use crate::{journal, llm};
 
@@ -105,6 +106,13 @@ impl Application {
         let database = open_database(&settings, EMBEDDED_DATABASE).await?;
         let workspace = Workspace::open(&settings.workspace)
             .with_context(|| format!("opening the workspace {}", settings.workspace.display()))?;
+        let loki = settings
+            .loki_url
+            .as_deref()
+            .map(LokiClient::new)
+            .transpose()
+            .context("setting up the Loki client for loki_query")?
+            .map(Arc::new);
         let model = llm::from_settings(&settings.llm)?;
         let models: HashMap<AgentName, String> = AgentName::ALL
             .into_iter()
@@ -115,6 +123,7 @@ impl Application {
             model: model.clone(),
             tools: ToolContext {
                 workspace: Arc::new(workspace),
+                loki,
             },
             max_iterations: settings.max_iterations,
             deltas: DeltaHub::new(),

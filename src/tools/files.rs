@@ -197,7 +197,13 @@ mod tests {
     fn context() -> (TempDir, ToolContext) {
         let dir = TempDir::new().expect("tempdir");
         let workspace = Arc::new(Workspace::open(dir.path()).expect("open workspace"));
-        (dir, ToolContext { workspace })
+        (
+            dir,
+            ToolContext {
+                workspace,
+                loki: None,
+            },
+        )
     }
 
     #[tokio::test]

@@ -2,12 +2,14 @@
 //!
 //! Layout: `workspace` confines every path the model names to one directory (via
 //! `openat2` with `RESOLVE_BENEATH`), `files` implements `read_file`, `write_file` and
-//! `list_files` on top of it, and `shell` runs commands in their own process group with
-//! a scrubbed environment, a timeout and kill-on-drop. This file holds what they share:
+//! `list_files` on top of it, `shell` runs commands in their own process group with
+//! a scrubbed environment, a timeout and kill-on-drop, and `loki` runs `loki_query`
+//! against Loki's HTTP API. This file holds what they share:
 //! the `ToolSpec`/`ToolContext`/`ToolOutcome` types, the JSON argument checks, the
 //! head-and-tail output cap, and `execute`, which routes a call to its tool.
 
 pub mod files;
+pub mod loki;
 pub mod shell;
 pub mod workspace;
 
@@ -34,6 +36,9 @@ pub struct ToolSpec {
 pub struct ToolContext {
     /// The directory the tools are confined to; shared because many calls use it at once.
     pub workspace: Arc<Workspace>,
+    /// The Loki that `loki_query` reads, built once from `LOKI_URL`; `None` when it is
+    /// unset, and the tool then tells the model that no logs can be read.
+    pub loki: Option<Arc<loki::LokiClient>>,
 }
 
 /// What a tool call produced; a failing tool is a result the model reads, never a panic or crash.
@@ -198,11 +203,14 @@ pub fn spec(tool: &str) -> Option<ToolSpec> {
         ),
         "loki_query" => (
             "loki_query",
-            "Search logs stored in Grafana Loki with a LogQL query and get the matching log \
-             lines, newest first. Start with a narrow stream selector and line filter, e.g. \
-             `{app=\"api\"} |= \"error\"`, and widen it only if nothing is found. `since` is how \
-             far back to look, as a duration like `15m`, `1h` or `2d`; `limit` is the most log \
-             lines to return. When omitted, the server's defaults apply.",
+            "Search logs stored in Grafana Loki with a LogQL query. A log query returns the \
+             newest matching lines, shown oldest first, one per line as `timestamp {labels} \
+             line` (labels shared by every line are printed once at the top). A metric query, \
+             e.g. `sum by (level) (count_over_time({app=\"api\"}[5m]))`, returns time series. \
+             Start with a narrow stream selector and line filter, e.g. `{app=\"api\"} |= \
+             \"error\"`, and widen it only if nothing is found. `since` is how far back to look, \
+             as a duration like `15m`, `1h` or `2d` (default 1h, at most 30d); `limit` is the \
+             most log lines to return (default 100, at most 5000).",
             json!({
                 "type": "object",
                 "properties": {
@@ -212,12 +220,13 @@ pub fn spec(tool: &str) -> Option<ToolSpec> {
                     },
                     "since": {
                         "type": "string",
-                        "description": "How far back to search, as a duration such as `30m`, `1h` or `7d`."
+                        "description": "How far back to search, as a duration such as `30m`, `1h`, `1h30m` or `7d` (default 1h, at most 30d)."
                     },
                     "limit": {
                         "type": "integer",
                         "minimum": 1,
-                        "description": "The most log lines to return."
+                        "maximum": loki::MAX_LIMIT,
+                        "description": "The most log lines to return, newest kept (default 100)."
                     }
                 },
                 "required": ["query"],
@@ -235,18 +244,19 @@ pub fn spec(tool: &str) -> Option<ToolSpec> {
 
 /// Runs one tool call. Any failure, including bad arguments, becomes an outcome with `ok: false`.
 ///
-/// Only the tools that act on the workspace run here; `delegate` and `loki_query` are
-/// handled by other parts of the server, so they count as unknown to this function.
+/// `delegate` is handled by the run itself, so it counts as unknown to this function.
 /// The returned future may be dropped at any time: a running shell command is then
-/// killed together with its process group.
+/// killed together with its process group, and a Loki request is aborted.
 pub async fn execute(tool: &str, args: &Value, ctx: &ToolContext) -> ToolOutcome {
     let outcome = match tool {
         "shell" => shell::run(args, ctx).await,
         "read_file" => files::read_file(args, ctx).await,
         "write_file" => files::write_file(args, ctx).await,
         "list_files" => files::list_files(args, ctx).await,
+        "loki_query" => loki::run(args, ctx).await,
         other => ToolOutcome::failure(format!(
-            "unknown tool {other}; this executor runs shell, read_file, write_file and list_files"
+            "unknown tool {other}; this executor runs shell, read_file, write_file, list_files \
+             and loki_query"
         )),
     };
     tracing::debug!(tool, ok = outcome.ok, exit_code = ?outcome.exit_code, "tool call finished");
@@ -793,8 +803,9 @@ pub(crate) mod tests {
         let dir = TempDir::new().unwrap();
         let ctx = ToolContext {
             workspace: Arc::new(Workspace::open(dir.path()).unwrap()),
+            loki: None,
         };
-        for tool in ["nope", "delegate", "loki_query"] {
+        for tool in ["nope", "delegate"] {
             let out = execute(tool, &json!({}), &ctx).await;
             assert!(!out.ok);
             assert!(out.output.starts_with(&format!("unknown tool {tool}")));

@@ -364,7 +364,13 @@ mod tests {
     fn context() -> (TempDir, ToolContext) {
         let dir = TempDir::new().expect("tempdir");
         let workspace = Arc::new(Workspace::open(dir.path()).expect("open workspace"));
-        (dir, ToolContext { workspace })
+        (
+            dir,
+            ToolContext {
+                workspace,
+                loki: None,
+            },
+        )
     }
 
     fn os(s: &str) -> OsString {
@@ -645,6 +651,7 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let ctx = ToolContext {
             workspace: Arc::new(Workspace::open(dir.path()).unwrap()),
+            loki: None,
         };
         let args = json!({"command": "true"});
         let future = execute("shell", &args, &ctx);
