@@ -4,13 +4,17 @@
 //! Layout:
 //! - this file: the conversation types the state machine builds, the answer a
 //!   provider returns, and the error every provider maps its failures to;
+//! - `anthropic`: the Anthropic Messages wire format;
 //! - `openai`: the Chat Completions wire format (any OpenAI-compatible server);
+//! - `sse`: the server-sent-events parser both providers stream through;
 //! - `scripted`: a deterministic built-in model for offline demos and tests.
 //!
 //! Only the provider modules know provider JSON.
 
+pub mod anthropic;
 pub mod openai;
 pub mod scripted;
+pub mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::agents::AgentName;
-use crate::config::{LlmProvider, LlmSettings};
+use crate::config::{LlmProvider, LlmSettings, Secret};
 use crate::tools::ToolSpec;
 
 /// Every model request gives up after this long, so a hung provider cannot
@@ -169,8 +173,127 @@ pub fn from_settings(settings: &LlmSettings) -> anyhow::Result<Arc<dyn ModelClie
     Ok(match settings.provider {
         LlmProvider::Scripted => Arc::new(scripted::ScriptedModel),
         LlmProvider::OpenAi => Arc::new(openai::OpenAiClient::new(settings)?),
-        LlmProvider::Anthropic => anyhow::bail!(
-            "LLM_PROVIDER=anthropic is not available in this version; use openai (any OpenAI-compatible server) or scripted"
-        ),
+        LlmProvider::Anthropic => Arc::new(anthropic::AnthropicClient::new(settings)?),
     })
+}
+
+// What the HTTP providers share: the client, sending a request and mapping
+// HTTP failures to `Error`.
+
+/// A provider must accept the connection within this long, so an unreachable
+/// host fails fast instead of using up the whole request timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Provider error messages are cut to this many characters before they reach
+/// the journal: enough to explain, short enough to read.
+const MAX_ERROR_MESSAGE: usize = 500;
+
+/// The HTTP client of a provider. It has only a connect timeout: a stream may
+/// rightly last longer than any total limit, so each request bounds itself
+/// (`REQUEST_TIMEOUT` for whole answers, an idle timeout for streams).
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()?)
+}
+
+/// Sends `request`, waiting at most `wait` for the answer's head (and for
+/// the body of an error), and turns any non-2xx answer into `Error::Status`
+/// with the provider's message and `Retry-After`.
+async fn send(
+    request: reqwest::RequestBuilder,
+    wait: Duration,
+    api_key: Option<&Secret>,
+) -> Result<reqwest::Response, Error> {
+    let response = tokio::time::timeout(wait, request.send())
+        .await
+        .map_err(|_| Error::Timeout(wait))?
+        .map_err(|error| transport_error(error, wait))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    // Only the delay-seconds form; an HTTP date is rare from model providers
+    // and the caller's own backoff covers it.
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs >= 0.0)
+        .map(Duration::from_secs_f64);
+    // The status alone is still worth reporting when the body cannot be read.
+    let body = tokio::time::timeout(wait, response.text())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Err(Error::Status {
+        status: status.as_u16(),
+        message: error_message(&body, api_key),
+        retry_after,
+    })
+}
+
+/// Reads a whole JSON answer within `timeout`. A body cut off on the way is
+/// a connection error, worth another attempt; a body that arrived whole but
+/// is not JSON is not.
+async fn read_json(
+    response: reqwest::Response,
+    timeout: Duration,
+) -> Result<serde_json::Value, Error> {
+    let body = tokio::time::timeout(timeout, response.bytes())
+        .await
+        .map_err(|_| Error::Timeout(timeout))?
+        .map_err(|error| transport_error(error, timeout))?;
+    serde_json::from_slice(&body)
+        .map_err(|error| Error::InvalidResponse(format!("the answer is not JSON ({error})")))
+}
+
+/// Maps a failure of the HTTP exchange itself; `timeout` is the limit the
+/// caller was waiting under.
+fn transport_error(error: reqwest::Error, timeout: Duration) -> Error {
+    if error.is_timeout() && error.is_connect() {
+        Error::Connection(format!("no connection within {CONNECT_TIMEOUT:?}"))
+    } else if error.is_timeout() {
+        Error::Timeout(timeout)
+    } else {
+        // Without the URL: it is ours, and the user knows it. The causes say
+        // what actually failed ("connection refused", "dns error").
+        let error = error.without_url();
+        let mut message = error.to_string();
+        let mut cause = std::error::Error::source(&error);
+        while let Some(inner) = cause {
+            message.push_str(": ");
+            message.push_str(&inner.to_string());
+            cause = inner.source();
+        }
+        Error::Connection(message)
+    }
+}
+
+/// The provider's own message from an error body. OpenAI and Anthropic both
+/// put it at `error.message`; other bodies (a proxy's HTML page) are shown as
+/// they are. Cut to `MAX_ERROR_MESSAGE`, and never showing the key even if a
+/// provider echoes it.
+fn error_message(body: &str, api_key: Option<&Secret>) -> String {
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string());
+    let message = match api_key {
+        Some(key) if !key.expose().is_empty() => message.replace(key.expose(), "***"),
+        _ => message,
+    };
+    let message = shorten(&message);
+    if message.is_empty() {
+        "no error message".into()
+    } else {
+        message
+    }
+}
+
+/// `message` cut to `MAX_ERROR_MESSAGE` characters.
+fn shorten(message: &str) -> String {
+    message.chars().take(MAX_ERROR_MESSAGE).collect()
 }
