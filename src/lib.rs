@@ -16,6 +16,8 @@
 //! - `api`: the HTTP API; the only module that knows status codes.
 //! - `realtime`: what watchers see live: streamed model text (deltas).
 //! - `bench`: the `agent-server bench` measurements.
+//! - `mock_llm`: the `mock-llm` binary's deterministic LLM server (both
+//!   providers' protocols, scripted by fixtures), also embeddable in tests.
 
 pub mod agents;
 pub mod api;
@@ -24,6 +26,7 @@ pub mod config;
 pub mod db;
 pub mod journal;
 pub mod llm;
+pub mod mock_llm;
 pub mod realtime;
 pub mod run;
 pub mod startup;
