@@ -101,6 +101,8 @@ pub struct TestApp {
     pub llm: MockLlm,
     pub workspace: TempDir,
     pub database_url: String,
+    /// Streamed model text, as the server publishes it.
+    pub deltas: agent_server::realtime::DeltaHub,
 }
 
 /// Settings for a server on a free port, the test's database, the mock
@@ -156,6 +158,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         llm,
         workspace,
         database_url,
+        deltas: running.registry.deps().deltas.clone(),
     }
 }
 

@@ -9,6 +9,7 @@ mod journal;
 mod mock_llm;
 mod network;
 mod process;
+mod providers;
 mod recovery;
 mod runs;
 mod supervision;
