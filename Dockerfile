@@ -5,7 +5,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY migrations migrations
 COPY static static
-RUN cargo build --release --locked && strip target/release/agent-server
+COPY infra/mock-llm infra/mock-llm
+RUN cargo build --release --locked --bins && strip target/release/agent-server target/release/mock-llm
 
 FROM debian:bookworm-slim
 # postgresql gives the embedded mode its binaries when no DATABASE_URL is set;
@@ -14,6 +15,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates postgresql curl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/agent-server /usr/local/bin/agent-server
+COPY --from=build /src/target/release/mock-llm /usr/local/bin/mock-llm
 ENV AGENT_SERVER_ADDR=0.0.0.0:3200 \
     AGENT_SERVER_DATA_DIR=/var/lib/agent-server
 RUN mkdir -p /var/lib/agent-server && chmod 755 /var/lib/agent-server

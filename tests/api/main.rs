@@ -3,6 +3,7 @@
 
 mod binary;
 mod cancel;
+mod demo;
 mod errors;
 mod helpers;
 mod journal;
