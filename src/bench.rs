@@ -199,6 +199,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             tools: context.clone(),
             max_iterations: steps + 10,
             deltas: crate::realtime::DeltaHub::new(),
+            feed: crate::realtime::Feed::new(),
             models: Arc::new(HashMap::from([(AgentName::Coding, "instant".to_string())])),
         });
         RunRegistry::new(deps, arbiters.clone())

@@ -84,6 +84,12 @@ pub struct Settings {
     pub max_iterations: u32,
     pub approval_timeout_secs: u64,
     pub loki_url: Option<String>,
+    /// `AGENT_SERVER_ALLOWED_ORIGINS`: browser origins besides the server's
+    /// own that may open the WebSocket, like `https://ops.example.com`.
+    pub allowed_origins: Vec<String>,
+    /// `AGENT_SERVER_WS_QUEUE` (default 1024): frames a WebSocket client may
+    /// have waiting before it counts as too slow and is disconnected.
+    pub ws_queue_frames: usize,
 }
 
 /// An invalid setting: names the variable and what is wrong with it.
@@ -215,8 +221,33 @@ impl Settings {
             ));
         }
 
+        let mut allowed_origins = Vec::new();
+        for origin in get("AGENT_SERVER_ALLOWED_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            let origin = origin.trim_end_matches('/');
+            let host = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            if host.is_none_or(|h| h.is_empty() || h.contains('/')) {
+                return Err(invalid(
+                    "AGENT_SERVER_ALLOWED_ORIGINS",
+                    format!("`{origin}` is not an origin like https://host:port"),
+                ));
+            }
+            allowed_origins.push(origin.to_ascii_lowercase());
+        }
+
+        let ws_queue_frames =
+            parse_number(&get, "AGENT_SERVER_WS_QUEUE", 1024, 1, 1_000_000)? as usize;
+
         Ok(Settings {
             addr,
+            allowed_origins,
+            ws_queue_frames,
             data_dir,
             database_url,
             llm,
@@ -293,6 +324,7 @@ mod tests {
             ("DATABASE_URL", "postgres://a:b@host:notaport/db"),
             ("LOKI_URL", "loki:3100"),
             ("LLM_STREAMING", "sometimes"),
+            ("AGENT_SERVER_ALLOWED_ORIGINS", "ops.example.com"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");

@@ -62,6 +62,32 @@ pub struct RunRecord {
     pub idempotency_key: Option<String>,
 }
 
+impl RunRecord {
+    /// The record as the journal's fold says it is, for live updates;
+    /// `updated_at` is the time of the entry that last changed the summary.
+    pub fn from_state(
+        state: &crate::run::state::RunState,
+        summary: RunSummary,
+        updated_at: DateTime<Utc>,
+    ) -> RunRecord {
+        RunRecord {
+            id: state.run_id,
+            status: summary.status,
+            agent: state.top_agent,
+            task: state.task.clone(),
+            created_at: state.created_at,
+            updated_at,
+            pending_approval: summary.pending_approval,
+            usage: summary.usage,
+            result: summary.result,
+            error: summary.error,
+            last_seq: state.last_seq,
+            approval_timeout_secs: state.approval_timeout_secs,
+            idempotency_key: None,
+        }
+    }
+}
+
 /// A run to create.
 #[derive(Debug, Clone)]
 pub struct NewRun {

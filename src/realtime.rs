@@ -1,6 +1,8 @@
-//! What watchers see live, inside the server: model text as it streams in
-//! (`Delta`), fanned out to any number of subscribers. Deltas are ephemeral:
-//! never journaled, and a subscriber that falls behind loses the oldest.
+//! What watchers see live: committed journal entries and run summaries
+//! (`Feed`), and model text as it streams in (`DeltaHub`), each fanned out to
+//! any number of subscribers (the WebSocket connections) without ever making
+//! a publisher wait. Deltas are ephemeral and never journaled; feed items are
+//! published only after their commit.
 
 use std::sync::Arc;
 
@@ -77,4 +79,84 @@ mod tests {
             assert_eq!(receiver.try_recv().unwrap().text, "lo");
         }
     }
+}
+
+/// Committed journal entries and run summaries, kept for a subscriber that
+/// lags before it loses the oldest; past that the subscriber is told it
+/// lagged (and a WebSocket client resumes from its last `seq`).
+const FEED_BUFFER: usize = 4096;
+
+/// Something committed that watchers should see, as the WebSocket frame that
+/// carries it, serialized once for every subscriber.
+#[derive(Debug, Clone)]
+pub enum FeedItem {
+    /// One journal entry of `run_id`, committed.
+    Event {
+        run_id: Uuid,
+        seq: i64,
+        frame: Arc<str>,
+    },
+    /// A run's summary changed (or the run was created).
+    Run { frame: Arc<str> },
+}
+
+/// The fan-out point for committed entries and summaries; cheap to clone.
+/// Architecture invariant: only the journal's writers publish here, and only
+/// after the commit.
+#[derive(Clone)]
+pub struct Feed {
+    sender: broadcast::Sender<FeedItem>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Feed::new()
+    }
+}
+
+impl Feed {
+    pub fn new() -> Feed {
+        Feed {
+            sender: broadcast::channel(FEED_BUFFER).0,
+        }
+    }
+
+    /// Everything published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
+        self.sender.subscribe()
+    }
+
+    /// Publishes committed entries, in order.
+    pub fn publish_events(&self, run_id: Uuid, events: &[crate::run::event::Event]) {
+        for event in events {
+            let _ = self.sender.send(FeedItem::Event {
+                run_id,
+                seq: event.seq,
+                frame: event_frame(run_id, event).into(),
+            });
+        }
+    }
+
+    /// Publishes a run's new summary.
+    pub fn publish_run(&self, run: &crate::journal::RunRecord) {
+        let _ = self.sender.send(FeedItem::Run {
+            frame: run_frame(run).into(),
+        });
+    }
+}
+
+/// `{"type": "event", "run_id", "event"}` (contract section 5).
+pub fn event_frame(run_id: Uuid, event: &crate::run::event::Event) -> String {
+    serde_json::json!({"type": "event", "run_id": run_id, "event": event}).to_string()
+}
+
+/// `{"type": "run", "run"}` (contract section 5).
+pub fn run_frame(run: &crate::journal::RunRecord) -> String {
+    serde_json::json!({"type": "run", "run": run}).to_string()
+}
+
+/// `{"type": "delta", "run_id", "agent", "text"}` (contract section 5).
+pub fn delta_frame(delta: &Delta) -> String {
+    serde_json::json!({"type": "delta", "run_id": delta.run_id, "agent": delta.agent, "text": delta.text})
+        .to_string()
 }

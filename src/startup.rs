@@ -13,7 +13,7 @@ use crate::agents::AgentName;
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::db::{self, embedded::EmbeddedPostgres};
-use crate::realtime::DeltaHub;
+use crate::realtime::{DeltaHub, Feed};
 use crate::run::RunRegistry;
 use crate::run::actor::RunDeps;
 use crate::tools::loki::LokiClient;
@@ -127,6 +127,7 @@ impl Application {
             },
             max_iterations: settings.max_iterations,
             deltas: DeltaHub::new(),
+            feed: Feed::new(),
             models: Arc::new(models),
         });
         let registry = RunRegistry::new(deps, run_arbiters());

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod runs;
+pub mod ws;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use deadpool_postgres::Pool;
@@ -53,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(runs::cancel))
             .default_service(web::to(method_not_allowed)),
     )
+    .route("/api/ws", web::get().to(ws::connect))
     .route("/healthz", web::get().to(healthz))
     .route("/readyz", web::get().to(readyz));
 }

@@ -95,6 +95,7 @@ pub async fn create(
     };
     let (run, created) = journal::create_run(&app.pool, &new_run).await?;
     if created {
+        app.registry.deps().feed.publish_run(&run);
         app.registry.start(run.id);
         tracing::info!(run_id = %run.id, agent = %run.agent, "run created");
         return Ok(HttpResponse::Created().json(run));

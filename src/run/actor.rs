@@ -27,7 +27,7 @@ use super::state::{self, Effect, Env, Input, Refusal, RunState, RunSummary};
 use crate::agents::AgentName;
 use crate::journal;
 use crate::llm::{ModelClient, ModelRequest};
-use crate::realtime::DeltaHub;
+use crate::realtime::{DeltaHub, Feed};
 use crate::tools::{self, ToolContext};
 
 /// What every run actor shares.
@@ -38,6 +38,8 @@ pub struct RunDeps {
     pub max_iterations: u32,
     /// Where streamed model text is published for watchers.
     pub deltas: DeltaHub,
+    /// Where committed entries and summaries are published for watchers.
+    pub feed: Feed,
     /// The model each agent uses, read once from the client.
     pub models: Arc<HashMap<AgentName, String>>,
 }
@@ -199,7 +201,7 @@ impl RunActor {
                 changed.then_some(&summary),
             )
             .await
-            .map(|()| summary);
+            .map(|()| (summary, transition.events));
             tracing::debug!(
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "journal append"
@@ -211,8 +213,9 @@ impl RunActor {
             commit
                 .into_actor(self)
                 .map(move |committed, act, ctx| match committed {
-                    Ok(summary) => {
-                        act.summary = Some(summary);
+                    Ok((summary, events)) => {
+                        // Committed: now, and only now, watchers see it.
+                        act.publish(&events, summary, changed);
                         if let Some(reply) = reply {
                             let _ = reply.send(Ok(()));
                         }
@@ -227,6 +230,20 @@ impl RunActor {
                 }),
         );
         Ok(())
+    }
+
+    /// Publishes committed entries, and the summary when it changed.
+    fn publish(&mut self, events: &[crate::run::event::Event], summary: RunSummary, changed: bool) {
+        let feed = &self.deps.feed;
+        feed.publish_events(self.run_id, events);
+        if changed && let (Some(state), Some(last)) = (&self.state, events.last()) {
+            feed.publish_run(&journal::RunRecord::from_state(
+                state,
+                summary.clone(),
+                last.at,
+            ));
+        }
+        self.summary = Some(summary);
     }
 
     /// Drives an input that came from the run's own work; a refusal only
