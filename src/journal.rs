@@ -42,6 +42,13 @@ pub enum Error {
     },
 }
 
+/// The current time as PostgreSQL keeps it (whole microseconds), so an entry
+/// reads the same live, replayed, and from the HTTP API.
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
 /// A run as the API shows it (contract section 3).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {

@@ -91,7 +91,7 @@ pub async fn create(
         task: body.task,
         approval_timeout_secs,
         idempotency_key,
-        at: Utc::now(),
+        at: journal::now(),
     };
     let (run, created) = journal::create_run(&app.pool, &new_run).await?;
     if created {

@@ -97,7 +97,7 @@ fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), ApiError> {
         .to_ascii_lowercase();
     let same = !host.is_empty()
         && (origin == format!("http://{host}") || origin == format!("https://{host}"));
-    if same || allowed.iter().any(|a| *a == origin) {
+    if same || allowed.contains(&origin) {
         Ok(())
     } else {
         Err(ApiError::Forbidden(format!(

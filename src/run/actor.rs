@@ -151,7 +151,7 @@ impl RunActor {
     fn env(&self) -> Env {
         let random = Uuid::new_v4();
         Env {
-            now: Utc::now(),
+            now: journal::now(),
             fresh_id: Uuid::new_v4(),
             jitter: random.as_u64_pair().0 as f64 / (u64::MAX as f64 + 1.0),
             max_iterations: self.deps.max_iterations,

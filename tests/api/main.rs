@@ -14,3 +14,4 @@ mod providers;
 mod recovery;
 mod runs;
 mod supervision;
+mod ws;
