@@ -8,6 +8,8 @@
 //!    tool, and the tool) through the real actor, with a model that answers
 //!    at once.
 //! 4. Journaled entries per second with 64 runs stepping at once.
+//! 5. The latency from a journal commit to its receipt by WebSocket clients
+//!    (`ws`), with 1, 100 and 1,000 clients subscribed.
 //!
 //! In embedded mode it uses its own database (`agent_server_bench`) so the
 //! runs it creates never mix with real ones.
@@ -32,6 +34,8 @@ use crate::run::event::{Event, EventBody};
 use crate::run::state::{RunStatus, RunSummary};
 use crate::startup::open_database;
 use crate::tools::{ToolContext, Workspace};
+
+mod ws;
 
 /// Samples per latency figure: enough for a stable p99.
 const SAMPLES: usize = 2_000;
@@ -93,7 +97,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn summarize(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
+pub(crate) fn summarize(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
     let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
     println!(
@@ -236,6 +240,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         events as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64()
     );
+
+    // 5. From commit to a WebSocket client's receipt.
+    let registry = registry_for(1);
+    ws::run(&pool, &registry, &settings).await?;
 
     let _ = std::fs::remove_dir_all(&workspace_dir);
     pool.close();
