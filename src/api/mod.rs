@@ -1,6 +1,7 @@
 //! The HTTP API (contract section 3): routes, request parsing and the error
 //! body. Only this module knows HTTP status codes.
 
+pub mod dashboard;
 pub mod error;
 pub mod runs;
 pub mod ws;
@@ -28,6 +29,7 @@ pub struct AppState {
 
 /// Mounts every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    dashboard::configure(cfg);
     cfg.service(
         web::resource("/api/runs")
             .route(web::post().to(runs::create))

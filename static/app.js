@@ -1,0 +1,352 @@
+// app.js: the dashboard's entry point. It wires the store, the REST client,
+// the WebSocket and the views together, and owns the run list, the new-run
+// form, the status filter, the connection indicator and the URL hash
+// (`#/runs/{id}`), which keeps the selected run across reloads.
+//
+// Live data comes from the WebSocket. While it is down the page polls the
+// REST API instead, so it never freezes, and every event goes through the
+// same once-only, in-order path (Store) whichever way it came.
+
+import { api, newKey } from './api.js';
+import { Live } from './live.js';
+import { Store, TERMINAL_EVENTS } from './store.js';
+import { RunView } from './runview.js';
+import { h, setText, classSafe } from './dom.js';
+import { age } from './format.js';
+
+/** How often to poll the REST API while the WebSocket is down. */
+const POLL_MS = 2500;
+/** How often to reload the run list while connected: a safety net should a
+ * `run` frame be lost, cheap enough at one small request per half minute. */
+const LIST_REFRESH_MS = 30_000;
+/** Runs fetched per page of the list. */
+const PAGE_SIZE = 50;
+
+const store = new Store();
+const byId = (id) => document.getElementById(id);
+const els = {
+  connection: byId('connection'),
+  form: byId('run-form'),
+  task: byId('task-input'),
+  agent: byId('agent-select'),
+  submit: byId('submit-run'),
+  formError: byId('form-error'),
+  filter: byId('status-filter'),
+  list: byId('run-list'),
+  listEmpty: byId('list-empty'),
+  loadMore: byId('load-more'),
+  main: byId('main'),
+  runView: byId('run-view'),
+  announcer: byId('announcer'),
+};
+
+let selectedId = null;
+let filter = '';
+/** The cursor for older runs under the current filter; null at the end. */
+let olderCursor = null;
+/** Whether older runs were loaded under this filter: then the cursor has
+ * moved past the first page and a refresh must not reset it. */
+let olderCursorLoaded = false;
+/** The key of the run being created, kept until it succeeds so a retry of
+ * the same form (after a network error) can never create a second run. */
+let creating = null;
+
+const runView = new RunView(els.runView, {
+  onCancel: async (id) => {
+    const run = await api.cancel(id);
+    store.putSummary(run);
+    scheduleRender();
+  },
+  onDecide: async (id, approvalId, decision, feedback) => {
+    try {
+      await api.resume(id, { approvalId, decision, feedback });
+    } finally {
+      // The card goes when the run says the approval is decided; ask now
+      // rather than wait for the next frame or poll.
+      refreshRun(id, { events: !live.connected });
+    }
+  },
+  announce: (text) => setText(els.announcer, text),
+});
+
+const live = new Live({
+  onFrame,
+  onState: showConnection,
+  onConnected: () => {
+    for (const journal of store.journals.values()) journal.forgetStreaming();
+    refreshList();
+    if (selectedId) refreshRun(selectedId, { events: false });
+  },
+});
+
+// ----- rendering ---------------------------------------------------------
+
+let renderTimer = null;
+
+/** Renders soon, once for any number of changes. A timer rather than
+ * requestAnimationFrame, which never fires in a hidden tab. */
+function scheduleRender() {
+  if (renderTimer === null) renderTimer = setTimeout(render, 16);
+}
+
+function render() {
+  renderTimer = null;
+  renderList();
+  if (selectedId) {
+    const run = store.effectiveRun(selectedId);
+    if (run) {
+      runView.render(run, store.journal(selectedId));
+      document.title = `${run.status} · ${String(run.task ?? '').slice(0, 40)} · agent-server`;
+    }
+  } else {
+    document.title = 'agent-server';
+  }
+}
+
+/** Items by run id, so updates touch the existing nodes (and keyboard focus
+ * stays where it was). */
+const items = new Map();
+
+function renderList() {
+  const runs = store.listed(filter);
+  const wanted = new Set(runs.map((run) => run.id));
+  for (const [id, item] of items) {
+    if (!wanted.has(id)) {
+      item.remove();
+      items.delete(id);
+    }
+  }
+  runs.forEach((run, index) => {
+    let item = items.get(run.id);
+    if (!item) {
+      item = listItem(run.id);
+      items.set(run.id, item);
+    }
+    updateItem(item, run);
+    const here = els.list.children[index];
+    if (here !== item) els.list.insertBefore(item, here ?? null);
+  });
+  els.listEmpty.hidden = runs.length > 0;
+  setText(els.listEmpty, filter ? `No ${filter} runs.` : 'No runs yet. Start one above.');
+  els.loadMore.hidden = !olderCursor;
+}
+
+function listItem(id) {
+  return h('li', { class: 'run-item', 'data-testid': 'run-item', 'data-run-id': id },
+    h('a', { class: 'run-link', href: `#/runs/${encodeURIComponent(id)}` },
+      h('span', { class: 'status' }),
+      h('span', { class: 'agent' }),
+      h('span', { class: 'age' }),
+      h('span', { class: 'task' })));
+}
+
+function updateItem(item, run) {
+  const [status, agent, when, task] = item.firstChild.children;
+  if (item.dataset.status !== run.status) item.dataset.status = run.status;
+  status.className = `status status-${classSafe(run.status)}`;
+  setText(status, run.status);
+  agent.className = `agent agent-${classSafe(run.agent)}`;
+  setText(agent, run.agent);
+  setText(when, age(run.created_at));
+  when.title = new Date(Date.parse(run.created_at)).toLocaleString();
+  setText(task, run.task);
+  const link = item.firstChild;
+  if (run.id === selectedId) link.setAttribute('aria-current', 'true');
+  else link.removeAttribute('aria-current');
+}
+
+function showConnection(state) {
+  els.connection.dataset.state = state;
+  setText(els.connection, state);
+  els.connection.title = state === 'connected'
+    ? 'Live updates over a WebSocket'
+    : 'The live connection is down; the page polls the server and reconnects by itself';
+}
+
+// ----- data --------------------------------------------------------------
+
+function onFrame(frame) {
+  switch (frame.type) {
+    case 'event':
+      if (typeof frame.run_id === 'string') applyEvent(frame.run_id, frame.event);
+      break;
+    case 'run':
+      if (store.putSummary(frame.run)) scheduleRender();
+      break;
+    case 'delta':
+      if (frame.run_id === selectedId) {
+        store.journal(frame.run_id).addDelta(frame.agent, frame.text);
+        scheduleRender();
+      }
+      break;
+    case 'error':
+      console.warn(`agent-server: ${frame.code}: ${frame.message}`);
+      break;
+    default:
+      // `subscribed`, `pong`, and anything a newer server may add.
+      break;
+  }
+}
+
+const filling = new Set();
+
+function applyEvent(runId, event) {
+  const journal = store.journal(runId);
+  const applied = journal.offer(event);
+  if (journal.hasGap() && !filling.has(runId)) {
+    // Something between our last seq and this one never reached us (a
+    // subscription switched mid-stream); the REST API has it.
+    filling.add(runId);
+    fetchEvents(runId).catch(() => {}).finally(() => filling.delete(runId));
+  }
+  if (applied.length) {
+    scheduleRender();
+    // A finished run's final summary (result, usage) is worth fetching when
+    // the WebSocket did not send it along.
+    if (applied.some((e) => TERMINAL_EVENTS.has(e.type)) && !live.connected) refreshRun(runId, { events: false });
+  }
+}
+
+async function fetchEvents(runId) {
+  const events = await api.eventsAfter(runId, store.journal(runId).lastSeq);
+  for (const event of events) applyEvent(runId, event);
+}
+
+async function refreshRun(id, { events }) {
+  try {
+    store.putSummary(await api.getRun(id));
+    if (events) await fetchEvents(id);
+  } catch (error) {
+    if (error.status === 404 && id === selectedId) {
+      runView.showMissing(id, 'There is no run with this id.');
+    }
+    // Otherwise the server is unreachable: the poll or the reconnect retries.
+  }
+  scheduleRender();
+}
+
+async function refreshList() {
+  const asked = filter;
+  try {
+    const page = await api.listRuns({ status: asked, limit: PAGE_SIZE });
+    for (const run of page.runs) store.putSummary(run);
+    if (asked === filter && !olderCursorLoaded) olderCursor = page.next_before;
+    scheduleRender();
+  } catch {
+    // Unreachable or refused: keep what we have; the next poll retries.
+  }
+}
+
+async function loadOlder() {
+  if (!olderCursor) return;
+  els.loadMore.disabled = true;
+  try {
+    const page = await api.listRuns({ status: filter, limit: PAGE_SIZE, before: olderCursor });
+    for (const run of page.runs) store.putSummary(run);
+    olderCursor = page.next_before;
+    olderCursorLoaded = true;
+    scheduleRender();
+  } catch {
+    // Leave the button for another try.
+  } finally {
+    els.loadMore.disabled = false;
+  }
+}
+
+// ----- selection (the URL hash) -----------------------------------------
+
+function selectFromHash() {
+  const match = /^#\/runs\/([^/?#]+)$/.exec(location.hash);
+  select(match ? decodeURIComponent(match[1]) : null);
+}
+
+function select(id) {
+  if (id === selectedId) return;
+  if (selectedId) live.unfollow(selectedId);
+  selectedId = id;
+  if (!id) {
+    runView.clear();
+    scheduleRender();
+    return;
+  }
+  runView.show(id);
+  live.follow(id, () => store.journal(id).lastSeq);
+  // Over the WebSocket the subscription replays the journal; without it,
+  // the REST API does.
+  refreshRun(id, { events: !live.connected });
+  scheduleRender();
+}
+
+// ----- the form and the controls ----------------------------------------
+
+els.form.addEventListener('submit', async (submitEvent) => {
+  submitEvent.preventDefault();
+  const task = els.task.value;
+  const agent = els.agent.value;
+  els.formError.hidden = true;
+  if (!task.trim()) {
+    showFormError('Write a task for the agent first.');
+    els.task.focus();
+    return;
+  }
+  const signature = `${agent}\n${task}`;
+  if (!creating || creating.signature !== signature) creating = { signature, key: newKey() };
+  els.submit.disabled = true;
+  try {
+    const run = await api.createRun({ task, agent, idempotencyKey: creating.key });
+    creating = null;
+    store.putSummary(run);
+    els.task.value = '';
+    location.hash = `#/runs/${encodeURIComponent(run.id)}`;
+  } catch (error) {
+    showFormError(`The run was not created: ${error.message}`);
+  } finally {
+    els.submit.disabled = false;
+  }
+});
+
+els.task.addEventListener('keydown', (key) => {
+  if (key.key === 'Enter' && (key.ctrlKey || key.metaKey)) {
+    key.preventDefault();
+    els.form.requestSubmit();
+  }
+});
+
+function showFormError(text) {
+  setText(els.formError, text);
+  els.formError.hidden = false;
+}
+
+els.filter.addEventListener('change', () => {
+  filter = els.filter.value;
+  olderCursor = null;
+  olderCursorLoaded = false;
+  scheduleRender();
+  refreshList();
+});
+
+els.loadMore.addEventListener('click', loadOlder);
+window.addEventListener('hashchange', selectFromHash);
+
+// ----- timers and start ---------------------------------------------------
+
+let polls = 0;
+setInterval(() => {
+  polls += 1;
+  if (!live.connected) {
+    refreshList();
+    if (selectedId) refreshRun(selectedId, { events: true });
+  } else if (polls % Math.round(LIST_REFRESH_MS / POLL_MS) === 0) {
+    refreshList();
+  }
+}, POLL_MS);
+
+setInterval(() => {
+  runView.tick();
+  renderList(); // ages
+}, 1000);
+
+showConnection('connecting');
+selectFromHash();
+refreshList();
+live.start();

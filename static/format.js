@@ -1,0 +1,74 @@
+// format.js: how times, durations and JSON are shown to people. Pure
+// functions, no DOM, so the same wording appears in every view.
+
+/** Milliseconds since the epoch for an RFC 3339 string, or NaN. */
+export function millis(text) {
+  return typeof text === 'string' ? Date.parse(text) : NaN;
+}
+
+/** A duration for a human: "850 ms", "2.4 s", "3 min 05 s", "2 h 10 min". */
+export function duration(ms) {
+  if (!Number.isFinite(ms) || ms < 0) return '';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 10_000) return `${(ms / 1000).toFixed(1)} s`;
+  const seconds = Math.round(ms / 1000);
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${String(seconds % 60).padStart(2, '0')} s`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours} h ${String(minutes % 60).padStart(2, '0')} min`;
+  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+}
+
+/** How long ago `at` was, coarse: "just now", "12 s ago", "5 min ago". */
+export function age(at, now = Date.now()) {
+  const ms = now - millis(at);
+  if (!Number.isFinite(ms)) return '';
+  if (ms < 5000) return 'just now';
+  const seconds = Math.floor(ms / 1000);
+  if (seconds < 60) return `${seconds} s ago`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ago`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours} h ago`;
+  return `${Math.floor(hours / 24)} d ago`;
+}
+
+/** The time left until `at`, as a countdown: "71 h 59 min" or "4 min 05 s". */
+export function countdown(at, now = Date.now()) {
+  const ms = millis(at) - now;
+  if (!Number.isFinite(ms)) return '';
+  if (ms <= 0) return 'expired';
+  return `expires in ${duration(Math.ceil(ms / 1000) * 1000)}`;
+}
+
+/** A local date and time, for tooltips and `title`s. */
+export function localTime(at) {
+  const ms = millis(at);
+  return Number.isFinite(ms) ? new Date(ms).toLocaleString() : '';
+}
+
+/** JSON for reading: indented, never throws. */
+export function pretty(value) {
+  try {
+    return JSON.stringify(value, null, 2) ?? 'null';
+  } catch {
+    return String(value);
+  }
+}
+
+/** JSON on one line, cut to `max` characters. */
+export function compact(value, max = 120) {
+  let text;
+  try {
+    text = JSON.stringify(value) ?? 'null';
+  } catch {
+    text = String(value);
+  }
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+/** A number of tokens with thousands separators. */
+export function count(n) {
+  return Number.isFinite(n) ? n.toLocaleString('en-US') : '0';
+}

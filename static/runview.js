@@ -1,0 +1,556 @@
+// runview.js: the selected run: status, cancel, the approval card, result or
+// error, usage per agent, a waterfall of model and tool calls, and the
+// journal as a timeline grouped by agent, with model text streaming in.
+//
+// The timeline only ever grows (events are applied once, in seq order), so
+// it is appended to, never rebuilt: what a reader has expanded stays open.
+// The approval card is rebuilt only when the approval it shows changes, so
+// feedback being typed is never wiped by an unrelated update.
+
+import { h, replaceChildren, setText, classSafe } from './dom.js';
+import { millis, duration, countdown, localTime, pretty, compact, count } from './format.js';
+import { TERMINAL_STATUSES } from './store.js';
+
+/** Tool output longer than this many lines starts folded. */
+const FOLD_LINES = 12;
+
+export class RunView {
+  /** `onCancel(runId)` and `onDecide(runId, approvalId, decision, feedback)`
+   * return promises that reject with an ApiError. */
+  constructor(root, { onCancel, onDecide, announce }) {
+    this.root = root;
+    this.onCancel = onCancel;
+    this.onDecide = onDecide;
+    this.announce = announce;
+    this.runId = null;
+  }
+
+  /** Shows no run. */
+  clear() {
+    this.runId = null;
+    this.run = null;
+    this.status = null;
+    replaceChildren(this.root, h('div', { class: 'placeholder' }, h('p', {}, 'Select a run from the list, or start a new one.')));
+  }
+
+  /** Shows an empty view for run `id` until its data arrives. */
+  show(id) {
+    this.runId = id;
+    this.rendered = 0;
+    this.group = null;
+    this.groupAgent = undefined;
+    this.openCalls = new Map();
+    this.suspendedAt = new Map();
+    this.startedAt = NaN;
+    this.cardApproval = undefined;
+    this.card = null;
+    this.waterfallEvents = -1;
+    this.waterfallStatus = null;
+    this.outcomeKey = undefined;
+    this.usageKey = '';
+    this.cancelling = false;
+    this.run = null;
+    this.journal = null;
+
+    this.title = h('h2', { id: 'run-title' }, 'Run ', h('code', { class: 'run-id' }, id));
+    this.task = h('p', { class: 'task', 'data-testid': 'run-task' });
+    this.meta = h('p', { class: 'meta' });
+    this.status = h('span', { class: 'status', 'data-testid': 'run-status', 'data-status': '' }, '…');
+    this.cancelButton = h(
+      'button',
+      { type: 'button', class: 'danger', 'data-testid': 'cancel-button', hidden: true, disabled: true,
+        onclick: () => this.cancel() },
+      'Cancel run',
+    );
+    this.cancelMessage = h('p', { class: 'message', role: 'status' });
+    this.approvalSlot = h('div', { class: 'approval-slot' });
+    this.outcome = h('div', { class: 'outcome' });
+    this.usage = h('section', { class: 'usage', 'data-testid': 'usage', 'aria-labelledby': 'usage-title' });
+    this.waterfall = h('div', { class: 'waterfall', 'data-testid': 'waterfall' });
+    this.timeline = h('ol', { class: 'timeline', 'data-testid': 'timeline', 'aria-label': 'Journal events' });
+    this.streaming = h('div', { class: 'streaming-slot', 'aria-live': 'off' });
+
+    replaceChildren(
+      this.root,
+      h('article', { class: 'run', 'aria-labelledby': 'run-title' },
+        h('header', { class: 'run-head' },
+          this.title,
+          this.task,
+          this.meta,
+          h('div', { class: 'run-actions' },
+            h('p', { class: 'status-line', 'aria-live': 'polite' }, 'Status: ', this.status),
+            this.cancelButton),
+          this.cancelMessage),
+        this.approvalSlot,
+        this.outcome,
+        this.usage,
+        h('section', { class: 'calls', 'aria-labelledby': 'calls-title' },
+          h('h3', { id: 'calls-title' }, 'Model and tool calls'),
+          this.waterfall),
+        h('section', { class: 'journal', 'aria-labelledby': 'timeline-title' },
+          h('h3', { id: 'timeline-title' }, 'Timeline'),
+          this.timeline,
+          this.streaming)));
+  }
+
+  /** Shows that run `id` cannot be shown, and why. */
+  showMissing(id, message) {
+    this.runId = id;
+    this.run = null;
+    this.status = null;
+    replaceChildren(
+      this.root,
+      h('div', { class: 'placeholder', role: 'alert' }, h('p', {}, message), h('p', {}, h('a', { href: '#/' }, 'Back to the runs'))),
+    );
+  }
+
+  /** Brings the view up to date with the run and its journal. */
+  render(run, journal) {
+    if (!run || run.id !== this.runId || !this.status) return;
+    this.run = run;
+    this.journal = journal;
+    setText(this.task, run.task ?? '');
+    setText(
+      this.meta,
+      `${run.agent} · started ${localTime(run.created_at)} · updated ${localTime(run.updated_at)}`,
+    );
+    setText(this.status, run.status);
+    this.status.dataset.status = run.status;
+    this.status.className = `status status-${classSafe(run.status)}`;
+    const finished = TERMINAL_STATUSES.has(run.status);
+    this.cancelButton.hidden = finished;
+    this.cancelButton.disabled = finished || this.cancelling;
+    if (finished) setText(this.cancelMessage, '');
+
+    this.renderApproval(run, journal);
+    this.renderOutcome(run, journal);
+    this.renderUsage(run);
+    this.appendEvents(journal);
+    this.renderStreaming(journal);
+    // Streamed text re-renders many times a second; the bars change only
+    // with new events (and with the clock, which tick() covers).
+    if (this.waterfallEvents !== (journal ? journal.events.length : 0) || this.waterfallStatus !== run.status) {
+      this.renderWaterfall();
+    }
+  }
+
+  /** Once a second: countdown and the bars of calls still open. */
+  tick() {
+    if (!this.run) return;
+    if (this.card) this.updateCountdown();
+    if (!TERMINAL_STATUSES.has(this.run.status)) this.renderWaterfall();
+  }
+
+  async cancel() {
+    if (!this.run || this.cancelling) return;
+    const runId = this.run.id;
+    this.cancelling = true;
+    this.cancelButton.disabled = true;
+    setText(this.cancelMessage, 'Cancelling…');
+    try {
+      await this.onCancel(runId);
+      if (this.runId === runId) setText(this.cancelMessage, '');
+    } catch (error) {
+      if (this.runId !== runId) return;
+      setText(this.cancelMessage, error.code === 'already_finished' ? 'The run had already finished.' : `Could not cancel: ${error.message}`);
+    } finally {
+      if (this.runId === runId) {
+        this.cancelling = false;
+        this.cancelButton.disabled = TERMINAL_STATUSES.has(this.run?.status);
+      }
+    }
+  }
+
+  // ----- approval card --------------------------------------------------
+
+  renderApproval(run, journal) {
+    const pending = run.pending_approval;
+    const id = pending ? pending.approval_id : null;
+    if (id === this.cardApproval) return;
+    this.cardApproval = id;
+    this.card = null;
+    if (!pending) {
+      this.approvalSlot.replaceChildren();
+      return;
+    }
+    const suspended = journal?.events.findLast(
+      (e) => e.type === 'RUN_SUSPENDED' && e.payload?.approval_id === id,
+    );
+    const interrupted = suspended?.payload?.interrupted === true;
+    const feedback = h('textarea', { id: 'feedback-input', 'data-testid': 'feedback-input', rows: 2, maxlength: 8192 });
+    const message = h('p', { class: 'message', role: 'status' });
+    const countdownNode = h('time', { 'data-testid': 'approval-countdown', datetime: pending.expires_at, title: `expires ${localTime(pending.expires_at)}` });
+    const decide = async (decision) => {
+      approve.disabled = reject.disabled = true;
+      setText(message, decision === 'approved' ? 'Approving…' : 'Rejecting…');
+      try {
+        await this.onDecide(run.id, id, decision, feedback.value.trim());
+        setText(message, `${decision === 'approved' ? 'Approved' : 'Rejected'}; waiting for the run to go on…`);
+      } catch (error) {
+        if (error.code === 'already_decided' || error.code === 'no_pending_approval') {
+          setText(message, 'This approval was already decided elsewhere.');
+        } else {
+          setText(message, `Could not send the decision: ${error.message}`);
+          approve.disabled = reject.disabled = false;
+        }
+      }
+    };
+    const approve = h('button', { type: 'button', class: 'approve', 'data-testid': 'approve-button', onclick: () => decide('approved') }, 'Approve');
+    const reject = h('button', { type: 'button', class: 'danger', 'data-testid': 'reject-button', onclick: () => decide('rejected') }, 'Reject');
+    this.card = h(
+      'section',
+      { class: 'approval-card', 'data-testid': 'approval-card', 'aria-labelledby': 'approval-title', 'data-approval-id': id },
+      h('h3', { id: 'approval-title' }, 'Approval needed'),
+      h('p', { class: 'approval-tool', 'data-testid': 'approval-tool' },
+        h('span', { class: `agent agent-${classSafe(pending.agent)}` }, pending.agent ?? 'an agent'),
+        ' wants to run ',
+        h('code', {}, pending.tool)),
+      interrupted
+        ? h('p', { class: 'note' }, 'The server restarted while this call was running. It has not been run again: decide whether it should run once more.')
+        : null,
+      argumentsView(pending.tool, pending.args),
+      h('p', { class: 'countdown' }, countdownNode),
+      h('label', { for: 'feedback-input' }, 'Feedback for the model (optional; it reads it either way)'),
+      feedback,
+      h('div', { class: 'buttons' }, approve, reject),
+      message,
+    );
+    this.countdownNode = countdownNode;
+    this.updateCountdown();
+    this.approvalSlot.replaceChildren(this.card);
+    this.announce(`Approval needed: ${pending.agent} wants to run ${pending.tool}.`);
+  }
+
+  updateCountdown() {
+    const expires = this.run?.pending_approval?.expires_at;
+    if (!expires || !this.countdownNode) return;
+    const text = countdown(expires);
+    setText(this.countdownNode, text === 'expired' ? 'expired; the server will deny it' : text);
+  }
+
+  // ----- result, error, usage -------------------------------------------
+
+  renderOutcome(run, journal) {
+    let node = null;
+    if (run.status === 'completed') {
+      node = h('section', { class: 'result', 'data-testid': 'run-result', 'aria-labelledby': 'result-title' },
+        h('h3', { id: 'result-title' }, 'Result'),
+        h('pre', { class: 'text' }, run.result ?? ''));
+    } else if (run.status === 'failed') {
+      const error = run.error || {};
+      node = h('section', { class: 'error', 'data-testid': 'run-error', role: 'alert' },
+        h('h3', {}, 'Error'),
+        h('p', {}, h('code', {}, error.code ?? 'unknown'), ' ', error.message ?? ''));
+    } else if (run.status === 'cancelled') {
+      const event = journal?.events.findLast((e) => e.type === 'RUN_CANCELLED');
+      const reason = event?.payload?.reason;
+      node = h('section', { class: 'cancelled', 'data-testid': 'run-cancelled' },
+        h('h3', {}, 'Cancelled'),
+        h('p', {}, event ? `By ${event.payload?.by ?? 'someone'}${reason ? `: ${reason}` : '.'}` : 'The run was cancelled.'));
+    }
+    const key = node ? `${run.status}:${run.result}:${JSON.stringify(run.error)}:${node.textContent}` : '';
+    if (key === this.outcomeKey) return;
+    this.outcomeKey = key;
+    this.outcome.replaceChildren(...(node ? [node] : []));
+  }
+
+  renderUsage(run) {
+    const usage = run.usage || {};
+    const key = JSON.stringify(usage);
+    if (key === this.usageKey) return;
+    this.usageKey = key;
+    const agents = Object.keys(usage).sort();
+    const rows = agents.map((agent) =>
+      h('tr', { 'data-agent': agent },
+        h('th', { scope: 'row' }, agent),
+        h('td', {}, count(usage[agent].input_tokens)),
+        h('td', {}, count(usage[agent].output_tokens))));
+    const total = (field) => agents.reduce((sum, agent) => sum + (usage[agent][field] || 0), 0);
+    replaceChildren(
+      this.usage,
+      h('h3', { id: 'usage-title' }, 'Usage'),
+      agents.length === 0
+        ? h('p', { class: 'muted' }, 'No model answers yet.')
+        : h('table', {},
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'agent'), h('th', { scope: 'col' }, 'input tokens'), h('th', { scope: 'col' }, 'output tokens'))),
+          h('tbody', {}, rows),
+          agents.length > 1
+            ? h('tfoot', {}, h('tr', {}, h('th', { scope: 'row' }, 'total'), h('td', {}, count(total('input_tokens'))), h('td', {}, count(total('output_tokens')))))
+            : null),
+    );
+  }
+
+  // ----- timeline -------------------------------------------------------
+
+  appendEvents(journal) {
+    if (!journal) return;
+    const events = journal.events;
+    while (this.rendered < events.length) {
+      const event = events[this.rendered];
+      this.rendered += 1;
+      if (!Number.isFinite(this.startedAt)) this.startedAt = millis(event.at);
+      const agent = event.agent ?? null;
+      if (!this.group || agent !== this.groupAgent) {
+        this.groupAgent = agent;
+        this.group = h('ol', { class: 'events' });
+        this.timeline.append(
+          h('li', { class: `agent-group agent-${classSafe(agent ?? 'run')}` },
+            h('p', { class: 'agent-name' }, agent ?? 'run'),
+            this.group),
+        );
+      }
+      this.group.append(this.eventItem(event));
+    }
+  }
+
+  eventItem(event) {
+    const at = millis(event.at);
+    const offset = at - this.startedAt;
+    const { summary, detail, took } = this.describe(event, at);
+    return h('li', {
+      class: `event type-${classSafe(String(event.type).toLowerCase().replaceAll('_', '-'))}`,
+      'data-testid': 'timeline-event',
+      'data-type': event.type,
+      'data-seq': event.seq,
+    },
+    h('div', { class: 'event-line' },
+      h('span', { class: 'seq', title: 'seq' }, `#${event.seq}`),
+      h('time', { datetime: event.at, title: localTime(event.at) }, Number.isFinite(offset) ? `+${duration(offset) || '0 ms'}` : ''),
+      h('span', { class: 'type' }, event.type),
+      h('span', { class: 'summary' }, summary),
+      took ? h('span', { class: 'took', title: 'duration' }, took) : null),
+    detail);
+  }
+
+  /** One line and an optional detail for an event, from its payload. */
+  describe(event, at) {
+    const p = event.payload || {};
+    const agent = event.agent ?? p.agent;
+    switch (event.type) {
+      case 'RUN_STARTED':
+        return { summary: `${p.agent} got the task`, detail: textBlock(p.task) };
+      case 'AGENT_STARTED':
+        return { summary: `${p.agent} was handed a task`, detail: textBlock(p.task) };
+      case 'LLM_CALLED':
+        this.openCalls.set(agent, at);
+        return { summary: `asked ${p.model}${p.attempt > 1 ? ` (attempt ${p.attempt})` : ''}` };
+      case 'AGENT_THOUGHT': {
+        const started = this.openCalls.get(agent);
+        this.openCalls.delete(agent);
+        const calls = Array.isArray(p.tool_calls) ? p.tool_calls : [];
+        const usage = p.usage || {};
+        return {
+          summary: `${p.model} answered${calls.length ? `, asking for ${calls.map((c) => c.tool).join(', ')}` : ''} (${count(usage.input_tokens)} in, ${count(usage.output_tokens)} out)`,
+          took: started !== undefined ? duration(at - started) : '',
+          detail: h('div', { class: 'detail' },
+            p.text ? h('pre', { class: 'text thought' }, p.text) : null,
+            calls.length
+              ? h('ul', { class: 'calls-asked' }, calls.map((c) => h('li', {}, h('code', {}, c.tool), ' ', compact(c.args, 400))))
+              : null),
+        };
+      }
+      case 'TOOL_CALLED':
+        return { summary: `${p.tool} ${compact(p.args)}${p.dangerous ? ' (needs approval)' : ''}` };
+      case 'RUN_SUSPENDED':
+        this.suspendedAt.set(p.approval_id, at);
+        return { summary: `waiting for a human to approve ${p.tool}${p.interrupted ? ' again, after a restart' : ''}` };
+      case 'RUN_RESUMED': {
+        const asked = this.suspendedAt.get(p.approval_id);
+        return {
+          summary: `${p.decision} by ${p.decided_by ?? 'someone'}`,
+          took: asked !== undefined ? duration(at - asked) : '',
+          detail: p.feedback ? h('blockquote', { class: 'feedback' }, p.feedback) : null,
+        };
+      }
+      case 'TOOL_STARTED':
+        return { summary: `${p.tool} started` };
+      case 'TOOL_RESULT': {
+        const exit = p.exit_code === null || p.exit_code === undefined ? '' : `, exit ${p.exit_code}`;
+        return {
+          summary: `${p.tool} ${p.ok ? 'succeeded' : 'failed'}${exit}`,
+          took: Number.isFinite(p.duration_ms) ? duration(p.duration_ms) : '',
+          detail: outputBlock(p.output),
+        };
+      }
+      case 'TOOL_INTERRUPTED':
+        return { summary: `${p.tool} was interrupted by a restart; it will not run again without a human` };
+      case 'AGENT_FINISHED':
+        return { summary: `${p.agent} finished`, detail: textBlock(p.result) };
+      case 'RUN_COMPLETED':
+        return { summary: 'the run completed', took: duration(at - this.startedAt) };
+      case 'RUN_FAILED':
+        return { summary: `the run failed: ${p.error?.code ?? ''} ${p.error?.message ?? ''}`, took: duration(at - this.startedAt) };
+      case 'RUN_CANCELLED':
+        return { summary: `cancelled by ${p.by ?? 'someone'}${p.reason ? `: ${p.reason}` : ''}`, took: duration(at - this.startedAt) };
+      default:
+        return { summary: '', detail: h('pre', { class: 'text' }, pretty(p)) };
+    }
+  }
+
+  renderStreaming(journal) {
+    const live = journal ? journal.liveText() : [];
+    if (live.length === 0) {
+      if (this.streaming.firstChild) this.streaming.replaceChildren();
+      return;
+    }
+    const blocks = new Map([...this.streaming.children].map((node) => [node.dataset.agent, node]));
+    for (const [agent, text] of live) {
+      let block = blocks.get(agent);
+      if (!block) {
+        block = h('div', { class: `streaming agent-${classSafe(agent)}`, 'data-testid': 'streaming-text', 'data-agent': agent },
+          h('p', { class: 'agent-name' }, `${agent} is writing…`),
+          h('pre', { class: 'text' }));
+        this.streaming.append(block);
+      }
+      blocks.delete(agent);
+      setText(block.querySelector('pre'), text);
+    }
+    for (const stale of blocks.values()) stale.remove();
+  }
+
+  // ----- waterfall ------------------------------------------------------
+
+  renderWaterfall() {
+    const events = this.journal ? this.journal.events : [];
+    this.waterfallEvents = events.length;
+    this.waterfallStatus = this.run?.status;
+    const spans = callSpans(events);
+    if (spans.length === 0) {
+      replaceChildren(this.waterfall, h('p', { class: 'muted' }, 'No calls yet.'));
+      return;
+    }
+    const start = millis(events[0].at);
+    const finished = TERMINAL_STATUSES.has(this.run?.status);
+    const end = Math.max(
+      finished ? millis(events[events.length - 1].at) : Date.now(),
+      ...spans.map((s) => s.end ?? 0),
+      start + 1,
+    );
+    const width = end - start;
+    const rows = spans.map((span) => {
+      const stop = span.end ?? (finished ? end : Date.now());
+      const left = ((span.start - start) / width) * 100;
+      const size = Math.max(((stop - span.start) / width) * 100, 0.6);
+      const took = duration(stop - span.start);
+      const bar = h('span', { class: `bar bar-${span.kind}${span.end === null ? ' open' : ''}${span.failed ? ' failed' : ''}` });
+      bar.style.left = `${Math.min(left, 99.4)}%`;
+      bar.style.width = `${Math.min(size, 100 - Math.min(left, 99.4))}%`;
+      return h('li', { class: `wf-row agent-${classSafe(span.agent)}`, 'data-kind': span.kind },
+        h('span', { class: 'wf-label', title: span.label }, span.label),
+        h('span', { class: 'wf-track', title: `${span.label}: ${span.end === null ? 'running for ' : ''}${took}` }, bar),
+        h('span', { class: 'wf-took' }, span.end === null ? `${took}…` : took));
+    });
+    replaceChildren(this.waterfall, h('ol', { class: 'wf', 'aria-label': 'Durations of model and tool calls' }, rows));
+  }
+}
+
+/** Model calls (LLM_CALLED → AGENT_THOUGHT), tool runs (TOOL_STARTED →
+ * TOOL_RESULT) and approval waits (RUN_SUSPENDED → RUN_RESUMED), in the order
+ * they began; `end` is null while one is still open. */
+export function callSpans(events) {
+  const spans = [];
+  const openModel = new Map();
+  const openTool = new Map();
+  const openWait = new Map();
+  const close = (span, at, failed = false) => {
+    span.end = at;
+    span.failed = failed;
+  };
+  for (const event of events) {
+    const p = event.payload || {};
+    const at = millis(event.at);
+    const agent = event.agent ?? p.agent ?? 'run';
+    switch (event.type) {
+      case 'LLM_CALLED': {
+        // A retry closes the attempt before it, which did not answer.
+        const previous = openModel.get(agent);
+        if (previous) close(previous, at, true);
+        const span = { kind: 'model', agent, label: `${agent} · ${p.model}${p.attempt > 1 ? ` #${p.attempt}` : ''}`, start: at, end: null };
+        openModel.set(agent, span);
+        spans.push(span);
+        break;
+      }
+      case 'AGENT_THOUGHT': {
+        const span = openModel.get(agent);
+        if (span) close(span, at);
+        openModel.delete(agent);
+        break;
+      }
+      case 'TOOL_STARTED': {
+        const span = { kind: 'tool', agent, label: `${agent} · ${p.tool}`, start: at, end: null };
+        openTool.set(p.call_id, span);
+        spans.push(span);
+        break;
+      }
+      case 'TOOL_RESULT':
+      case 'TOOL_INTERRUPTED': {
+        const span = openTool.get(p.call_id);
+        if (span) close(span, at, event.type === 'TOOL_INTERRUPTED' || p.ok === false);
+        openTool.delete(p.call_id);
+        break;
+      }
+      case 'RUN_SUSPENDED': {
+        const span = { kind: 'wait', agent, label: `${agent} · approval of ${p.tool}`, start: at, end: null };
+        openWait.set(p.approval_id, span);
+        spans.push(span);
+        break;
+      }
+      case 'RUN_RESUMED': {
+        const span = openWait.get(p.approval_id);
+        if (span) close(span, at, p.decision !== 'approved');
+        openWait.delete(p.approval_id);
+        break;
+      }
+      case 'RUN_COMPLETED':
+      case 'RUN_FAILED':
+      case 'RUN_CANCELLED':
+        for (const open of [...openModel.values(), ...openTool.values(), ...openWait.values()]) close(open, at, true);
+        openModel.clear();
+        openTool.clear();
+        openWait.clear();
+        break;
+      default:
+        break;
+    }
+  }
+  return spans;
+}
+
+/** The arguments of a call waiting for approval, as plain text: the whole
+ * command for `shell`, the path and the whole content for `write_file`. */
+function argumentsView(tool, args) {
+  const a = args && typeof args === 'object' ? args : {};
+  const body = [];
+  if (tool === 'shell' && typeof a.command === 'string') {
+    body.push(h('p', { class: 'arg-name' }, 'Command'), h('pre', { class: 'arg command' }, a.command));
+    if (a.timeout_secs !== undefined) body.push(h('p', { class: 'arg-name' }, `Timeout: ${a.timeout_secs} s`));
+  } else if (tool === 'write_file' && typeof a.path === 'string') {
+    const content = typeof a.content === 'string' ? a.content : pretty(a.content);
+    const lines = content === '' ? 0 : content.split('\n').length;
+    body.push(
+      h('p', { class: 'arg-name' }, 'Path'),
+      h('pre', { class: 'arg path' }, a.path),
+      h('p', { class: 'arg-name' }, `Content (${lines} line${lines === 1 ? '' : 's'}, ${content.length} characters)`),
+      h('pre', { class: 'arg content' }, content),
+    );
+  } else {
+    body.push(h('p', { class: 'arg-name' }, 'Arguments'), h('pre', { class: 'arg' }, pretty(args)));
+  }
+  return h('div', { class: 'approval-args', 'data-testid': 'approval-args' }, body);
+}
+
+function textBlock(text) {
+  if (typeof text !== 'string' || text === '') return null;
+  return h('div', { class: 'detail' }, h('pre', { class: 'text' }, text));
+}
+
+/** Tool output: shown, or folded when long. */
+function outputBlock(output) {
+  if (output === null || output === undefined || output === '') return null;
+  const text = typeof output === 'string' ? output : pretty(output);
+  const pre = h('pre', { class: 'text output' }, text);
+  const lines = text.split('\n').length;
+  if (lines <= FOLD_LINES) return h('div', { class: 'detail' }, pre);
+  return h('details', { class: 'detail' }, h('summary', {}, `output (${lines} lines)`), pre);
+}
+
