@@ -4,7 +4,7 @@
 //! Layout:
 //! - `config`: settings from the environment, validated once at start.
 //! - `startup`: the one wiring point (database, actors, HTTP, recovery).
-//! - `telemetry`: the tracing subscriber.
+//! - `telemetry`: the tracing subscriber and the metrics served at `/metrics`.
 //! - `db`: the pool, the migrations, and the embedded PostgreSQL cluster.
 //! - `journal`: the only SQL for runs and their journal entries; appends are
 //!   idempotent by key and fenced by the last `seq`.

@@ -16,6 +16,7 @@ use crate::db::{self, embedded::EmbeddedPostgres};
 use crate::realtime::{DeltaHub, Feed};
 use crate::run::RunRegistry;
 use crate::run::actor::RunDeps;
+use crate::telemetry::metrics::Metrics;
 use crate::tools::loki::LokiClient;
 use crate::tools::{ToolContext, Workspace};
 use crate::{journal, llm};
@@ -128,6 +129,7 @@ impl Application {
             max_iterations: settings.max_iterations,
             deltas: DeltaHub::new(),
             feed: Feed::new(),
+            metrics: Metrics::new(),
             models: Arc::new(models),
         });
         let registry = RunRegistry::new(deps, run_arbiters());

@@ -57,8 +57,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .route("/api/ws", web::get().to(ws::connect))
+    .route("/metrics", web::get().to(metrics))
     .route("/healthz", web::get().to(healthz))
     .route("/readyz", web::get().to(readyz));
+}
+
+/// `GET /metrics`: Prometheus' text format.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.registry.deps().metrics.render())
 }
 
 async fn healthz() -> HttpResponse {

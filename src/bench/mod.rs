@@ -204,6 +204,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             max_iterations: steps + 10,
             deltas: crate::realtime::DeltaHub::new(),
             feed: crate::realtime::Feed::new(),
+            metrics: crate::telemetry::metrics::Metrics::new(),
             models: Arc::new(HashMap::from([(AgentName::Coding, "instant".to_string())])),
         });
         RunRegistry::new(deps, arbiters.clone())

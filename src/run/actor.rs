@@ -28,6 +28,7 @@ use crate::agents::AgentName;
 use crate::journal;
 use crate::llm::{ModelClient, ModelRequest};
 use crate::realtime::{DeltaHub, Feed};
+use crate::telemetry::metrics::Metrics;
 use crate::tools::{self, ToolContext};
 
 /// What every run actor shares.
@@ -40,6 +41,7 @@ pub struct RunDeps {
     pub deltas: DeltaHub,
     /// Where committed entries and summaries are published for watchers.
     pub feed: Feed,
+    pub metrics: Metrics,
     /// The model each agent uses, read once from the client.
     pub models: Arc<HashMap<AgentName, String>>,
 }
@@ -127,6 +129,7 @@ impl RunActor {
             };
             match state::fold(run_id, &events) {
                 Some(state) => {
+                    act.deps.metrics.set_status(run_id, state.status());
                     act.summary = Some(state.summary());
                     act.state = Some(state);
                     act.restarts = 0;
@@ -171,6 +174,7 @@ impl RunActor {
         let Some(state) = self.state.as_mut() else {
             return Err(SteerError::Unavailable);
         };
+        let pending_before = state.pending_approval().cloned();
         let stepped = catch_unwind(AssertUnwindSafe(|| state::step(state, input, &env)));
         let transition = match stepped {
             Ok(Ok(transition)) => transition,
@@ -202,33 +206,31 @@ impl RunActor {
             )
             .await
             .map(|()| (summary, transition.events));
-            tracing::debug!(
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "journal append"
-            );
-            outcome
+            (outcome, started.elapsed())
         }
         .instrument(self.span.clone());
-        ctx.wait(
-            commit
-                .into_actor(self)
-                .map(move |committed, act, ctx| match committed {
-                    Ok((summary, events)) => {
-                        // Committed: now, and only now, watchers see it.
-                        act.publish(&events, summary, changed);
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Ok(()));
-                        }
-                        act.perform(effect, ctx);
+        ctx.wait(commit.into_actor(self).map(
+            move |(committed, elapsed), act, ctx| match committed {
+                Ok((summary, events)) => {
+                    let metrics = &act.deps.metrics;
+                    metrics.record_journal_append(elapsed);
+                    metrics.record_committed(&events, pending_before.as_ref());
+                    metrics.set_status(act.run_id, summary.status);
+                    // Committed: now, and only now, watchers see it.
+                    act.publish(&events, summary, changed);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(()));
                     }
-                    Err(error) => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Err(SteerError::Unavailable));
-                        }
-                        act.fail(&error, ctx);
+                    act.perform(effect, ctx);
+                }
+                Err(error) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(SteerError::Unavailable));
                     }
-                }),
-        );
+                    act.fail(&error, ctx);
+                }
+            },
+        ));
         Ok(())
     }
 
@@ -281,8 +283,18 @@ impl RunActor {
                 let span = tracing::info_span!(parent: &self.span, "model_call",
                     run_id = %self.run_id, agent = %agent, model = %model, attempt);
                 let call = self.deps.model.complete(request).instrument(span);
-                let handle = ctx.spawn(call.into_actor(self).map(|answer, act, ctx| {
+                let started = Instant::now();
+                let handle = ctx.spawn(call.into_actor(self).map(move |answer, act, ctx| {
                     act.in_flight = None;
+                    let usage = answer.as_ref().ok().map(|a| a.usage);
+                    let provider = act.deps.model.provider();
+                    act.deps.metrics.record_model_call(
+                        agent,
+                        &model,
+                        provider,
+                        started.elapsed(),
+                        usage,
+                    );
                     let input = match answer {
                         Ok(answer) => Input::ModelAnswered { answer },
                         Err(error) => {

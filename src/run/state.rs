@@ -31,7 +31,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const EXPIRED_FEEDBACK: &str = "approval timed out";
 
 /// A run's status, as in the HTTP API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Pending,

@@ -7,6 +7,7 @@ mod demo;
 mod errors;
 mod helpers;
 mod journal;
+mod metrics;
 mod mock_llm;
 mod network;
 mod process;

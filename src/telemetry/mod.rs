@@ -1,5 +1,7 @@
-//! The tracing subscriber: JSON lines on stdout (human-readable on a terminal
+//! Telemetry: the metrics (`metrics`) and the tracing subscriber: JSON lines on stdout (human-readable on a terminal
 //! or with `LOG_FORMAT=pretty`), filtered by `RUST_LOG`.
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 

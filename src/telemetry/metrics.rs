@@ -1,0 +1,309 @@
+//! The server's metrics: OpenTelemetry instruments, read out at `GET /metrics`
+//! in Prometheus' text format with exactly the names of contract section 8.
+//!
+//! Each `Metrics` has its own meter provider and Prometheus registry (several
+//! servers may share a process, in tests). Run actors report what they
+//! committed (`record_committed`), model calls and journal writes report their
+//! durations, and the gauges read a board of every open run's status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use uuid::Uuid;
+
+use crate::agents::AgentName;
+use crate::run::event::{Decision, Event, EventBody};
+use crate::run::state::{PendingApproval, RunStatus};
+
+/// Journal writes take a fraction of a millisecond to a few milliseconds.
+const JOURNAL_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+];
+/// Model calls take from a fraction of a second to minutes.
+const LLM_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 300.0,
+];
+/// Tools run from milliseconds up to their 10-minute limit.
+const TOOL_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 600.0,
+];
+/// Humans answer in seconds or in days; approvals wait up to 72 hours.
+const HITL_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 43_200.0, 86_400.0, 172_800.0, 259_200.0,
+];
+
+/// The metrics of one server; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: prometheus::Registry,
+    /// Kept so the instruments stay alive and can be flushed.
+    provider: SdkMeterProvider,
+    llm_tokens: Counter<u64>,
+    llm_duration: Histogram<f64>,
+    tool_executions: Counter<u64>,
+    tool_duration: Histogram<f64>,
+    hitl_wait: Histogram<f64>,
+    runs_finished: Counter<u64>,
+    journal_append: Histogram<f64>,
+    /// Every open run's status, for the gauges.
+    board: Arc<Mutex<HashMap<Uuid, RunStatus>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = prometheus::Registry::new();
+        // Without a registry the exporter cannot fail to build; a failure
+        // would leave /metrics empty rather than stop the server.
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_units()
+            .without_counter_suffixes()
+            .without_scope_info()
+            .without_target_info()
+            .build();
+        let mut builder = SdkMeterProvider::builder();
+        match exporter {
+            Ok(exporter) => builder = builder.with_reader(exporter),
+            Err(error) => tracing::warn!(%error, "the Prometheus exporter failed to build"),
+        }
+        let provider = builder.build();
+        let meter = provider.meter("agent-server");
+        let board: Arc<Mutex<HashMap<Uuid, RunStatus>>> = Arc::default();
+
+        let counts = |board: &Arc<Mutex<HashMap<Uuid, RunStatus>>>| {
+            let board = board.lock().unwrap_or_else(|p| p.into_inner());
+            let mut counts: HashMap<RunStatus, i64> = HashMap::new();
+            for status in board.values() {
+                *counts.entry(*status).or_default() += 1;
+            }
+            counts
+        };
+        let for_active = board.clone();
+        meter
+            .i64_observable_gauge("agentops_runs_active")
+            .with_description("Open runs by status")
+            .with_callback(move |observer| {
+                let counts = counts(&for_active);
+                for status in [
+                    RunStatus::Pending,
+                    RunStatus::Running,
+                    RunStatus::WaitingApproval,
+                ] {
+                    let n = counts.get(&status).copied().unwrap_or(0);
+                    observer.observe(n, &[KeyValue::new("status", status.as_str())]);
+                }
+            })
+            .build();
+        let for_pending = board.clone();
+        meter
+            .i64_observable_gauge("agentops_hitl_pending")
+            .with_description("Approvals waiting for a human")
+            .with_callback(move |observer| {
+                let n = counts(&for_pending)
+                    .get(&RunStatus::WaitingApproval)
+                    .copied()
+                    .unwrap_or(0);
+                observer.observe(n, &[]);
+            })
+            .build();
+
+        let histogram = |name: &'static str, description: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_description(description)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        Metrics {
+            inner: Arc::new(Inner {
+                llm_tokens: meter
+                    .u64_counter("agentops_llm_tokens_total")
+                    .with_description("Tokens reported by the model providers")
+                    .build(),
+                llm_duration: histogram(
+                    "agentops_llm_request_duration_seconds",
+                    "Model call duration",
+                    &LLM_BUCKETS,
+                ),
+                tool_executions: meter
+                    .u64_counter("agentops_tool_executions_total")
+                    .with_description("Tool calls by outcome")
+                    .build(),
+                tool_duration: histogram(
+                    "agentops_tool_duration_seconds",
+                    "Tool run time",
+                    &TOOL_BUCKETS,
+                ),
+                hitl_wait: histogram(
+                    "agentops_hitl_wait_seconds",
+                    "Time from an approval request to its decision",
+                    &HITL_BUCKETS,
+                ),
+                runs_finished: meter
+                    .u64_counter("agentops_runs_finished_total")
+                    .with_description("Runs that ended, by status")
+                    .build(),
+                journal_append: histogram(
+                    "agentops_journal_append_seconds",
+                    "Duration of one journal commit",
+                    &JOURNAL_BUCKETS,
+                ),
+                registry,
+                provider,
+                board,
+            }),
+        }
+    }
+
+    /// The Prometheus text exposition of every instrument.
+    pub fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.inner.registry.gather())
+            .unwrap_or_default()
+    }
+
+    /// Flushes what is buffered (nothing, for the pull exporter; kept for
+    /// push exporters added later).
+    pub fn shutdown(&self) {
+        let _ = self.inner.provider.shutdown();
+    }
+
+    /// A run's status now; a finished run leaves the board.
+    pub fn set_status(&self, run_id: Uuid, status: RunStatus) {
+        let mut board = self.inner.board.lock().unwrap_or_else(|p| p.into_inner());
+        if status.is_terminal() {
+            board.remove(&run_id);
+        } else {
+            board.insert(run_id, status);
+        }
+    }
+
+    pub fn record_journal_append(&self, elapsed: Duration) {
+        self.inner.journal_append.record(elapsed.as_secs_f64(), &[]);
+    }
+
+    /// One model call's duration and outcome, and its tokens when it answered.
+    pub fn record_model_call(
+        &self,
+        agent: AgentName,
+        model: &str,
+        provider: &'static str,
+        elapsed: Duration,
+        usage: Option<crate::llm::Usage>,
+    ) {
+        let outcome = if usage.is_some() { "ok" } else { "error" };
+        let labels = [
+            KeyValue::new("agent", agent.as_str()),
+            KeyValue::new("model", model.to_string()),
+            KeyValue::new("provider", provider),
+        ];
+        let mut with_outcome = labels.to_vec();
+        with_outcome.push(KeyValue::new("outcome", outcome));
+        self.inner
+            .llm_duration
+            .record(elapsed.as_secs_f64(), &with_outcome);
+        if let Some(usage) = usage {
+            for (kind, n) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+            ] {
+                let mut with_type = labels.to_vec();
+                with_type.push(KeyValue::new("type", kind));
+                self.inner.llm_tokens.add(n, &with_type);
+            }
+        }
+    }
+
+    /// What a committed batch of entries says: tool outcomes and durations,
+    /// approval waits (`pending_before` is the approval the run waited for
+    /// before the batch), runs that ended.
+    pub fn record_committed(&self, events: &[Event], pending_before: Option<&PendingApproval>) {
+        let mut denial: Option<Decision> = None;
+        for event in events {
+            let agent = event.agent.map_or("", AgentName::as_str);
+            match &event.body {
+                EventBody::RunResumed { decision, .. } => {
+                    if let Some(pending) = pending_before {
+                        let wait = (event.at - pending.requested_at)
+                            .to_std()
+                            .unwrap_or_default();
+                        let decision = decision_name(*decision);
+                        self.inner.hitl_wait.record(
+                            wait.as_secs_f64(),
+                            &[
+                                KeyValue::new("tool", pending.tool.clone()),
+                                KeyValue::new("decision", decision),
+                            ],
+                        );
+                    }
+                    denial = (*decision != Decision::Approved).then_some(*decision);
+                }
+                EventBody::ToolResult {
+                    tool,
+                    ok,
+                    duration_ms,
+                    ..
+                } if tool != "delegate" => {
+                    let outcome = match denial.take() {
+                        Some(decision) => decision_name(decision),
+                        None => {
+                            self.inner.tool_duration.record(
+                                *duration_ms as f64 / 1000.0,
+                                &[KeyValue::new("tool", tool.clone())],
+                            );
+                            if *ok { "ok" } else { "error" }
+                        }
+                    };
+                    self.tool_execution(agent, tool, outcome);
+                }
+                EventBody::ToolInterrupted { tool, .. } => {
+                    self.tool_execution(agent, tool, "interrupted")
+                }
+                EventBody::RunCompleted { .. } => self.finished("completed"),
+                EventBody::RunFailed { .. } => self.finished("failed"),
+                EventBody::RunCancelled { .. } => self.finished("cancelled"),
+                _ => {}
+            }
+        }
+    }
+
+    fn tool_execution(&self, agent: &str, tool: &str, outcome: &'static str) {
+        self.inner.tool_executions.add(
+            1,
+            &[
+                KeyValue::new("agent", agent.to_string()),
+                KeyValue::new("tool", tool.to_string()),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+
+    fn finished(&self, status: &'static str) {
+        self.inner
+            .runs_finished
+            .add(1, &[KeyValue::new("status", status)]);
+    }
+}
+
+fn decision_name(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Approved => "approved",
+        Decision::Rejected => "rejected",
+        Decision::Expired => "expired",
+    }
+}
