@@ -30,10 +30,12 @@ export const test = base.extend({
   server: async ({ stack }, use) => {
     await use(stack.server);
   },
+  /** Extra settings for `ownServer`: `test.use({ ownServerEnv: {...} })`. */
+  ownServerEnv: [{}, { option: true }],
   /** A server of the test's own, on the shared mock-llm, for tests that
-   * kill it; stopped after the failure screenshot is taken. */
-  ownServer: async ({ stack, context }, use, testInfo) => {
-    const server = await AgentServer.start({ mockUrl: stack.mock.url });
+   * kill it or change its settings; stopped after the failure screenshot. */
+  ownServer: async ({ stack, context, ownServerEnv }, use, testInfo) => {
+    const server = await AgentServer.start({ mockUrl: stack.mock.url, env: ownServerEnv });
     await use(server);
     if (testInfo.status !== testInfo.expectedStatus) {
       await testInfo.attach('own-agent-server.log', { body: server.log(), contentType: 'text/plain' });

@@ -136,8 +136,10 @@ export class MockLlm {
 /** One agent-server process at a time on one data dir; `kill9` and
  * `restart` replace the process, keeping the port and the data dir. */
 export class AgentServer {
-  static async start({ mockUrl }) {
+  /** `env` adds settings (contract section 2) to the defaults below. */
+  static async start({ mockUrl, env = {} }) {
     const server = new AgentServer();
+    server.extraEnv = env;
     server.dataDir = fs.mkdtempSync(path.join('/tmp', 'agent-server-browser-'));
     // The embedded cluster runs as `postgres` when the tests run as root: it
     // must be able to enter the data dir, which mkdtemp makes 0700.
@@ -158,6 +160,7 @@ export class AgentServer {
       OPENAI_API_KEY: 'test',
       LOG_FORMAT: 'json',
       RUST_LOG: process.env.RUST_LOG || 'info',
+      ...this.extraEnv,
     };
     delete env.DATABASE_URL;
     delete env.ANTHROPIC_API_KEY;

@@ -15,6 +15,15 @@ test('the page reconnects after kill -9 and catches up exactly', async ({ page, 
     { text: `Survived the restart: ${tag}.` },
   ]));
   const run = await rest.createRun(server.url, `survive a restart ${tag}`);
+  // Record what the page sends over its WebSockets.
+  await page.addInitScript(() => {
+    window.__sent = [];
+    const send = WebSocket.prototype.send;
+    WebSocket.prototype.send = function record(data) {
+      window.__sent.push(String(data));
+      return send.call(this, data);
+    };
+  });
   await page.goto(`${server.url}/#/runs/${run.id}`);
   await expectConnection(page, 'connected');
   await expect(page.getByTestId('approval-card')).toBeVisible();
@@ -35,6 +44,14 @@ test('the page reconnects after kill -9 and catches up exactly', async ({ page, 
   await retry(() => rest.resume(server.url, run.id, { approval_id: approvalId, decision: 'approved' }));
 
   await expectConnection(page, 'connected', 30_000);
+  // It resubscribed to the runs and to this run, after the seq it had.
+  const sent = (await page.evaluate(() => window.__sent)).map((text) => JSON.parse(text));
+  expect(sent.filter((m) => m.op === 'subscribe_runs').length).toBeGreaterThanOrEqual(2);
+  const subscriptions = sent.filter((m) => m.op === 'subscribe' && m.run_id === run.id);
+  expect(subscriptions.length).toBeGreaterThanOrEqual(2);
+  // At least what it had before the kill; more if a REST poll caught up first.
+  expect(subscriptions[subscriptions.length - 1].after).toBeGreaterThanOrEqual(before[before.length - 1]);
+
   await expect(page.getByTestId('run-status')).toHaveText('completed');
   await expect(page.getByTestId('approval-card')).toHaveCount(0);
   const events = await rest.events(server.url, run.id);
