@@ -526,7 +526,8 @@ function argumentsView(tool, args) {
     if (a.timeout_secs !== undefined) body.push(h('p', { class: 'arg-name' }, `Timeout: ${a.timeout_secs} s`));
   } else if (tool === 'write_file' && typeof a.path === 'string') {
     const content = typeof a.content === 'string' ? a.content : pretty(a.content);
-    const lines = content === '' ? 0 : content.split('\n').length;
+    // A final newline ends the last line rather than starting another.
+    const lines = content === '' ? 0 : content.split('\n').length - (content.endsWith('\n') ? 1 : 0);
     body.push(
       h('p', { class: 'arg-name' }, 'Path'),
       h('pre', { class: 'arg path' }, a.path),
