@@ -23,7 +23,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::registry::RunRegistry;
-use super::state::{self, Effect, Env, Input, PendingApproval, Refusal, RunState, RunSummary};
+use super::state::{
+    self, Effect, Env, Input, PendingApproval, Refusal, RunState, RunStatus, RunSummary,
+};
 use crate::agents::AgentName;
 use crate::journal;
 use crate::llm::{ModelClient, ModelRequest};
@@ -362,6 +364,20 @@ impl RunActor {
                 last.at,
             ));
         }
+        if changed {
+            match summary.status {
+                status if status.is_terminal() => {
+                    tracing::info!(parent: &self.span, status = status.as_str(), "run finished")
+                }
+                RunStatus::WaitingApproval => {
+                    if let Some(p) = &summary.pending_approval {
+                        tracing::info!(parent: &self.span, tool = %p.tool, approval_id = %p.approval_id,
+                            "waiting for approval");
+                    }
+                }
+                _ => {}
+            }
+        }
         self.summary = Some(summary);
     }
 
@@ -403,7 +419,7 @@ impl RunActor {
                     gen_ai.operation.name = "chat", gen_ai.provider.name = provider,
                     gen_ai.request.model = %model, gen_ai.agent.name = %agent,
                     gen_ai.conversation.id = %self.run_id, run.id = %self.run_id,
-                    run_id = %self.run_id, attempt,
+                    run_id = %self.run_id, attempt = attempt as i64,
                     gen_ai.response.model = tracing::field::Empty,
                     gen_ai.response.finish_reasons = tracing::field::Empty,
                     gen_ai.usage.input_tokens = tracing::field::Empty,
@@ -420,8 +436,15 @@ impl RunActor {
                     match &answer {
                         Ok(answer) => {
                             span.record("gen_ai.response.model", answer.model.as_str());
-                            span.record("gen_ai.usage.input_tokens", answer.usage.input_tokens);
-                            span.record("gen_ai.usage.output_tokens", answer.usage.output_tokens);
+                            // i64: OpenTelemetry has no unsigned integers.
+                            span.record(
+                                "gen_ai.usage.input_tokens",
+                                answer.usage.input_tokens as i64,
+                            );
+                            span.record(
+                                "gen_ai.usage.output_tokens",
+                                answer.usage.output_tokens as i64,
+                            );
                             let reason = if answer.tool_calls.is_empty() {
                                 "stop"
                             } else {
