@@ -222,6 +222,12 @@ impl RunActor {
         let pool = self.deps.pool.clone();
         let run_id = self.run_id;
         let effect = transition.effect;
+        let db_span = tracing::info_span!(target: trace::TARGET, parent: &self.span, "journal.append",
+            otel.name = "INSERT run_events", otel.kind = "client",
+            db.system.name = "postgresql", db.operation.name = "INSERT",
+            db.collection.name = "run_events", run.id = %run_id, run_id = %run_id,
+            journal.entries = transition.events.len() as i64);
+        self.join_trace(&db_span);
         let commit = async move {
             let started = Instant::now();
             let outcome = journal::append(
@@ -234,7 +240,7 @@ impl RunActor {
             .map(|()| (summary, transition.events));
             (outcome, started.elapsed())
         }
-        .instrument(self.span.clone());
+        .instrument(db_span);
         ctx.wait(commit.into_actor(self).map(
             move |(committed, elapsed), act, ctx| match committed {
                 Ok((summary, events)) => {

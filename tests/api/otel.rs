@@ -252,6 +252,9 @@ async fn a_delegated_run_with_an_approval_is_one_trace_of_genai_spans() {
     assert_eq!(tool.parent, child.span_id);
     assert_eq!(tool.attributes["gen_ai.tool.name"], "shell");
     assert_eq!(tool.attributes["gen_ai.tool.call.id"], "call_s");
+    let write = find(&spans, "INSERT run_events");
+    assert_eq!(write.attributes["db.system.name"], "postgresql");
+    assert_eq!(write.trace_id, CALLER_TRACE);
     let wait = find(&spans, "hitl.wait_for_approval");
     assert_eq!(wait.parent, child.span_id);
     assert_eq!(wait.attributes["hitl.decision"], "approved");
