@@ -64,6 +64,8 @@ pub struct RunRecord {
     pub error: Option<RunError>,
     pub last_seq: i64,
     pub approval_timeout_secs: u64,
+    /// The run's trace, for finding it in a tracing backend.
+    pub trace_id: Option<String>,
     /// Only used to detect a reused idempotency key with other content.
     #[serde(skip)]
     pub idempotency_key: Option<String>,
@@ -90,6 +92,7 @@ impl RunRecord {
             error: summary.error,
             last_seq: state.last_seq,
             approval_timeout_secs: state.approval_timeout_secs,
+            trace_id: Some(state.trace.trace_id.clone()),
             idempotency_key: None,
         }
     }
@@ -104,10 +107,11 @@ pub struct NewRun {
     pub approval_timeout_secs: u64,
     pub idempotency_key: Option<String>,
     pub at: DateTime<Utc>,
+    pub trace: crate::telemetry::trace::TraceRef,
 }
 
 const RUN_COLUMNS: &str = "id, status, agent, task, created_at, updated_at, pending_approval, \
-     usage, result, error, approval_timeout_secs, idempotency_key, \
+     usage, result, error, approval_timeout_secs, idempotency_key, trace_id, \
      (SELECT max(seq) FROM run_events e WHERE e.run_id = runs.id) AS last_seq";
 
 /// Creates the run and its `RUN_STARTED` entry in one statement. With an
@@ -119,6 +123,7 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<(RunRecord, bool), 
         task: run.task.clone(),
         agent: run.agent,
         approval_timeout_secs: run.approval_timeout_secs,
+        trace: Some(run.trace.clone()),
     };
     let (_, mut payload) = body.to_columns();
     storable(&mut payload);
@@ -126,8 +131,8 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<(RunRecord, bool), 
         .prepare_cached(
             "WITH r AS (
                 INSERT INTO runs (id, status, agent, task, approval_timeout_secs, idempotency_key,
-                                  created_at, updated_at)
-                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6)
+                                  created_at, updated_at, trace_id)
+                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6, $8)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING id
             ), e AS (
@@ -149,6 +154,7 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<(RunRecord, bool), 
                 &run.idempotency_key,
                 &run.at,
                 &payload,
+                &run.trace.trace_id,
             ],
         )
         .await?
@@ -472,6 +478,7 @@ fn run_from_row(row: &Row) -> Result<RunRecord, Error> {
             .map_err(|_| bad("error"))?,
         last_seq,
         approval_timeout_secs: timeout.max(0) as u64,
+        trace_id: row.get("trace_id"),
         idempotency_key: row.get("idempotency_key"),
     })
 }

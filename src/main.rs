@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    agent_server::telemetry::init();
+    let telemetry = agent_server::telemetry::init();
     let outcome = actix_rt::System::new().block_on(async move {
         match command.as_str() {
             "migrate" => startup::migrate(&settings).await,
@@ -33,6 +33,8 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Everything buffered leaves before the process does.
+    telemetry.shutdown();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -13,6 +13,7 @@ use crate::config::MAX_APPROVAL_TIMEOUT_SECS;
 use crate::journal::{self, NewRun, RunRecord};
 use crate::run::actor::{Cancel, Decide, SteerError};
 use crate::run::state::{self, Env, Input, RunStatus};
+use crate::telemetry::trace::TraceRef;
 
 /// The longest task accepted, in characters.
 pub const MAX_TASK_CHARS: usize = 32_768;
@@ -92,6 +93,11 @@ pub async fn create(
         approval_timeout_secs,
         idempotency_key,
         at: journal::now(),
+        trace: TraceRef::new(
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        ),
     };
     let (run, created) = journal::create_run(&app.pool, &new_run).await?;
     if created {

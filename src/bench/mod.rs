@@ -145,6 +145,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             approval_timeout_secs: 60,
             idempotency_key: None,
             at: Utc::now(),
+            trace: crate::telemetry::trace::TraceRef::new(None),
         },
     )
     .await?;
@@ -271,6 +272,7 @@ async fn start_runs(registry: &RunRegistry, count: usize) -> anyhow::Result<Vec<
             approval_timeout_secs: 60,
             idempotency_key: None,
             at: Utc::now(),
+            trace: crate::telemetry::trace::TraceRef::new(None),
         };
         journal::create_run(pool, &run).await?;
         ids.push(run.id);

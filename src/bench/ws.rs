@@ -71,6 +71,7 @@ async fn measure(
             approval_timeout_secs: 60,
             idempotency_key: None,
             at: Utc::now(),
+            trace: crate::telemetry::trace::TraceRef::new(None),
         },
     )
     .await?;

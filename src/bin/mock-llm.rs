@@ -73,7 +73,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    agent_server::telemetry::init();
+    let _telemetry = agent_server::telemetry::init();
     let addr = args.addr.clone();
     let outcome = actix_rt::System::new().block_on(async move {
         let server = mock_llm::serve(&addr, rules).await?;

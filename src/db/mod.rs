@@ -13,11 +13,18 @@ pub const POOL_SIZE: usize = 32;
 
 /// The migrations, in order, compiled into the binary so `migrate` needs no
 /// files beside it.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "journal",
-    include_str!("../../migrations/0001_journal.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "journal",
+        include_str!("../../migrations/0001_journal.sql"),
+    ),
+    (
+        2,
+        "trace_id",
+        include_str!("../../migrations/0002_trace_id.sql"),
+    ),
+];
 
 /// Any 64-bit number unique to this application: the advisory lock that lets
 /// two instances start at once without both migrating.

@@ -95,6 +95,9 @@ impl ModelClient for AnthropicClient {
         if let Some(key) = &self.key_header {
             builder = builder.header("x-api-key", key.clone());
         }
+        if let Some(traceparent) = crate::telemetry::trace::current_traceparent() {
+            builder = builder.header("traceparent", traceparent);
+        }
         let api_key = self.api_key.clone();
         let idle_timeout = self.idle_timeout;
         let on_delta = request.on_delta;

@@ -61,6 +61,9 @@ impl ModelClient for OpenAiClient {
         if let Some(key) = &self.api_key {
             builder = builder.bearer_auth(key.expose());
         }
+        if let Some(traceparent) = crate::telemetry::trace::current_traceparent() {
+            builder = builder.header("traceparent", traceparent);
+        }
         let api_key = self.api_key.clone();
         let idle_timeout = self.idle_timeout;
         let on_delta = request.on_delta;

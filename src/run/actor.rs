@@ -23,13 +23,18 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::registry::RunRegistry;
-use super::state::{self, Effect, Env, Input, Refusal, RunState, RunSummary};
+use super::state::{
+    self, Effect, Env, Input, PendingApproval, Refusal, RunState, RunStatus, RunSummary,
+};
 use crate::agents::AgentName;
 use crate::journal;
 use crate::llm::{ModelClient, ModelRequest};
 use crate::realtime::{DeltaHub, Feed};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace;
 use crate::tools::{self, ToolContext};
+use opentelemetry::KeyValue;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// What every run actor shares.
 pub struct RunDeps {
@@ -114,7 +119,7 @@ impl RunActor {
             timer: None,
             restarts: 0,
             shutting_down: false,
-            span: tracing::info_span!("run", run_id = %run_id),
+            span: tracing::info_span!("run", run_id = %run_id, trace_id = tracing::field::Empty),
         }
     }
 
@@ -130,6 +135,26 @@ impl RunActor {
             match state::fold(run_id, &events) {
                 Some(state) => {
                     act.deps.metrics.set_status(run_id, state.status());
+                    act.span.record("trace_id", state.trace.trace_id.as_str());
+                    if state.last_seq > 1 && !state.is_terminal() {
+                        // Work picked up again (after a restart, or a
+                        // reload): say so in the run's trace.
+                        let now = journal::now();
+                        trace::emit(trace::FinishedSpan {
+                            name: "run.resumed".into(),
+                            trace_id: None,
+                            span_id: None,
+                            parent: state.trace.agent_context(state.current_agent_call()),
+                            start: now,
+                            end: now,
+                            attributes: vec![
+                                KeyValue::new("run.id", run_id.to_string()),
+                                KeyValue::new("run.resumed_at_seq", state.last_seq),
+                                KeyValue::new("run.resumed_after_restart", act.restarts == 0),
+                            ],
+                            error: None,
+                        });
+                    }
                     act.summary = Some(state.summary());
                     act.state = Some(state);
                     act.restarts = 0;
@@ -175,6 +200,7 @@ impl RunActor {
             return Err(SteerError::Unavailable);
         };
         let pending_before = state.pending_approval().cloned();
+        let agent_call = state.current_agent_call().map(str::to_string);
         let stepped = catch_unwind(AssertUnwindSafe(|| state::step(state, input, &env)));
         let transition = match stepped {
             Ok(Ok(transition)) => transition,
@@ -196,6 +222,12 @@ impl RunActor {
         let pool = self.deps.pool.clone();
         let run_id = self.run_id;
         let effect = transition.effect;
+        let db_span = tracing::info_span!(target: trace::TARGET, parent: &self.span, "journal.append",
+            otel.name = "INSERT run_events", otel.kind = "client",
+            db.system.name = "postgresql", db.operation.name = "INSERT",
+            db.collection.name = "run_events", run.id = %run_id, run_id = %run_id,
+            journal.entries = transition.events.len() as i64);
+        self.join_trace(&db_span);
         let commit = async move {
             let started = Instant::now();
             let outcome = journal::append(
@@ -208,7 +240,7 @@ impl RunActor {
             .map(|()| (summary, transition.events));
             (outcome, started.elapsed())
         }
-        .instrument(self.span.clone());
+        .instrument(db_span);
         ctx.wait(commit.into_actor(self).map(
             move |(committed, elapsed), act, ctx| match committed {
                 Ok((summary, events)) => {
@@ -216,6 +248,7 @@ impl RunActor {
                     metrics.record_journal_append(elapsed);
                     metrics.record_committed(&events, pending_before.as_ref());
                     metrics.set_status(act.run_id, summary.status);
+                    act.emit_spans(&events, pending_before.as_ref(), agent_call.as_deref());
                     // Committed: now, and only now, watchers see it.
                     act.publish(&events, summary, changed);
                     if let Some(reply) = reply {
@@ -234,6 +267,98 @@ impl RunActor {
         Ok(())
     }
 
+    /// Makes `span` part of the run's trace, under the agent acting now.
+    fn join_trace(&self, span: &tracing::Span) {
+        if let Some(state) = &self.state {
+            let parent = state.trace.agent_context(state.current_agent_call());
+            let _ = span.set_parent(parent);
+        }
+    }
+
+    /// Emits the spans that end with these committed entries: an approval's
+    /// wait, a delegated agent's activation, the run's root.
+    fn emit_spans(
+        &self,
+        events: &[crate::run::event::Event],
+        pending_before: Option<&PendingApproval>,
+        agent_call: Option<&str>,
+    ) {
+        use crate::run::event::EventBody;
+        let Some(state) = &self.state else { return };
+        let run_id = self.run_id;
+        for event in events {
+            match &event.body {
+                EventBody::RunResumed {
+                    decision,
+                    decided_by,
+                    ..
+                } => {
+                    if let Some(pending) = pending_before {
+                        let wait =
+                            (event.at - pending.requested_at).num_milliseconds() as f64 / 1000.0;
+                        trace::emit(trace::FinishedSpan {
+                            name: "hitl.wait_for_approval".into(),
+                            trace_id: None,
+                            span_id: None,
+                            parent: state.trace.agent_context(agent_call),
+                            start: pending.requested_at,
+                            end: event.at,
+                            attributes: vec![
+                                KeyValue::new("run.id", run_id.to_string()),
+                                KeyValue::new("gen_ai.conversation.id", run_id.to_string()),
+                                KeyValue::new("gen_ai.agent.name", pending.agent.as_str()),
+                                KeyValue::new("gen_ai.tool.name", pending.tool.clone()),
+                                KeyValue::new("gen_ai.tool.call.id", pending.call_id.clone()),
+                                KeyValue::new("hitl.approval_id", pending.approval_id.to_string()),
+                                KeyValue::new(
+                                    "hitl.decision",
+                                    format!("{decision:?}").to_lowercase(),
+                                ),
+                                KeyValue::new("hitl.decided_by", decided_by.clone()),
+                                KeyValue::new("hitl.wait_seconds", wait),
+                            ],
+                            error: None,
+                        });
+                    }
+                }
+                EventBody::AgentFinished { agent, .. } => {
+                    if let Some(call) = event.key.strip_prefix("agent-finished:")
+                        && let Some(start) = state.agent_started_at(call)
+                    {
+                        trace::emit_agent(
+                            &state.trace,
+                            run_id,
+                            *agent,
+                            Some(call),
+                            start,
+                            event.at,
+                            None,
+                        );
+                    }
+                }
+                EventBody::RunCompleted { .. }
+                | EventBody::RunFailed { .. }
+                | EventBody::RunCancelled { .. } => {
+                    let error = match &event.body {
+                        EventBody::RunFailed { error } => Some(error.code.as_str()),
+                        EventBody::RunCancelled { .. } => Some("cancelled"),
+                        _ => None,
+                    };
+                    trace::emit_agent(
+                        &state.trace,
+                        run_id,
+                        state.top_agent,
+                        None,
+                        state.created_at,
+                        event.at,
+                        error,
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Publishes committed entries, and the summary when it changed.
     fn publish(&mut self, events: &[crate::run::event::Event], summary: RunSummary, changed: bool) {
         let feed = &self.deps.feed;
@@ -244,6 +369,20 @@ impl RunActor {
                 summary.clone(),
                 last.at,
             ));
+        }
+        if changed {
+            match summary.status {
+                status if status.is_terminal() => {
+                    tracing::info!(parent: &self.span, status = status.as_str(), "run finished")
+                }
+                RunStatus::WaitingApproval => {
+                    if let Some(p) = &summary.pending_approval {
+                        tracing::info!(parent: &self.span, tool = %p.tool, approval_id = %p.approval_id,
+                            "waiting for approval");
+                    }
+                }
+                _ => {}
+            }
         }
         self.summary = Some(summary);
     }
@@ -280,12 +419,49 @@ impl RunActor {
                         .collect(),
                     on_delta: Some(self.deps.deltas.sink(self.run_id, agent)),
                 };
-                let span = tracing::info_span!(parent: &self.span, "model_call",
-                    run_id = %self.run_id, agent = %agent, model = %model, attempt);
-                let call = self.deps.model.complete(request).instrument(span);
+                let provider = self.deps.model.provider();
+                let span = tracing::info_span!(target: trace::TARGET, parent: &self.span, "chat",
+                    otel.name = %format!("chat {model}"), otel.kind = "client",
+                    gen_ai.operation.name = "chat", gen_ai.provider.name = provider,
+                    gen_ai.request.model = %model, gen_ai.agent.name = %agent,
+                    gen_ai.conversation.id = %self.run_id, run.id = %self.run_id,
+                    run_id = %self.run_id, attempt = attempt as i64,
+                    gen_ai.response.model = tracing::field::Empty,
+                    gen_ai.response.finish_reasons = tracing::field::Empty,
+                    gen_ai.usage.input_tokens = tracing::field::Empty,
+                    gen_ai.usage.output_tokens = tracing::field::Empty,
+                    error.type = tracing::field::Empty);
+                self.join_trace(&span);
+                // Entered while the request is built, so it carries this
+                // span's `traceparent`.
+                let call = span.in_scope(|| self.deps.model.complete(request));
+                let call = call.instrument(span.clone());
                 let started = Instant::now();
                 let handle = ctx.spawn(call.into_actor(self).map(move |answer, act, ctx| {
                     act.in_flight = None;
+                    match &answer {
+                        Ok(answer) => {
+                            span.record("gen_ai.response.model", answer.model.as_str());
+                            // i64: OpenTelemetry has no unsigned integers.
+                            span.record(
+                                "gen_ai.usage.input_tokens",
+                                answer.usage.input_tokens as i64,
+                            );
+                            span.record(
+                                "gen_ai.usage.output_tokens",
+                                answer.usage.output_tokens as i64,
+                            );
+                            let reason = if answer.tool_calls.is_empty() {
+                                "stop"
+                            } else {
+                                "tool_calls"
+                            };
+                            span.record("gen_ai.response.finish_reasons", reason);
+                        }
+                        Err(error) => {
+                            span.record("error.type", error_type(error));
+                        }
+                    }
                     let usage = answer.as_ref().ok().map(|a| a.usage);
                     let provider = act.deps.model.provider();
                     act.deps.metrics.record_model_call(
@@ -315,12 +491,21 @@ impl RunActor {
                 tool,
                 args,
             } => {
-                let span = tracing::info_span!(parent: &self.span, "tool_call",
-                    run_id = %self.run_id, agent = %agent, tool = %tool, call_id = %call_id);
+                let span = tracing::info_span!(target: trace::TARGET, parent: &self.span, "execute_tool",
+                    otel.name = %format!("execute_tool {tool}"),
+                    gen_ai.operation.name = "execute_tool", gen_ai.tool.name = %tool,
+                    gen_ai.tool.call.id = %call_id, gen_ai.agent.name = %agent,
+                    gen_ai.conversation.id = %self.run_id, run.id = %self.run_id,
+                    run_id = %self.run_id, error.type = tracing::field::Empty);
+                self.join_trace(&span);
                 let context = self.deps.tools.clone();
+                let tool_span = span.clone();
                 let run = async move {
                     let started = Instant::now();
                     let outcome = tools::execute(&tool, &args, &context).await;
+                    if !outcome.ok {
+                        tool_span.record("error.type", "tool_error");
+                    }
                     (outcome, started.elapsed())
                 }
                 .instrument(span);
@@ -444,5 +629,15 @@ impl Handler<Shutdown> for RunActor {
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
         self.shutting_down = true;
         self.cancel_work(ctx);
+    }
+}
+
+/// `error.type` for a failed model call: a short, stable class.
+fn error_type(error: &crate::llm::Error) -> String {
+    match error {
+        crate::llm::Error::Timeout(_) => "timeout".into(),
+        crate::llm::Error::Connection(_) => "connection".into(),
+        crate::llm::Error::Status { status, .. } => status.to_string(),
+        crate::llm::Error::InvalidResponse(_) => "invalid_response".into(),
     }
 }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::agents::AgentName;
 use crate::llm::{ToolCall, Usage};
+use crate::telemetry::trace::TraceRef;
 
 /// One journal entry as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +51,9 @@ pub enum EventBody {
         agent: AgentName,
         /// Kept in the journal so the fold alone knows each approval's deadline.
         approval_timeout_secs: u64,
+        /// The run's trace, the same for its whole life.
+        #[serde(default)]
+        trace: Option<TraceRef>,
     },
     AgentStarted {
         agent: AgentName,

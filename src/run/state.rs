@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::event::{Decision, Event, EventBody, RunError};
 use crate::agents::AgentName;
 use crate::llm::{self, Message, ModelAnswer, ToolCall, Usage};
+use crate::telemetry::trace::TraceRef;
 use crate::tools::{self, ToolOutcome};
 
 /// Attempts of one model call before the run fails (retryable errors only).
@@ -151,6 +152,10 @@ pub struct RunState {
     pub approval_timeout_secs: u64,
     pub created_at: DateTime<Utc>,
     pub last_seq: i64,
+    /// The run's trace (see `telemetry::trace`).
+    pub trace: TraceRef,
+    /// When each delegated agent started, by its `delegate` call.
+    agent_started_at: HashMap<String, DateTime<Utc>>,
     frames: Vec<Frame>,
     calls: HashMap<String, CallState>,
     /// Every approval ever asked, with its decision once made.
@@ -305,6 +310,7 @@ impl RunState {
             task,
             agent,
             approval_timeout_secs,
+            trace,
         } = &first.body
         else {
             return None;
@@ -316,6 +322,12 @@ impl RunState {
             approval_timeout_secs: *approval_timeout_secs,
             created_at: first.at,
             last_seq: first.seq,
+            trace: trace.clone().unwrap_or_else(|| TraceRef {
+                trace_id: run_id.simple().to_string(),
+                span_id: format!("{:016x}", run_id.as_u64_pair().1 | 1),
+                parent_span_id: None,
+            }),
+            agent_started_at: HashMap::new(),
             frames: vec![Frame::new(*agent, task.clone(), None)],
             calls: HashMap::new(),
             approvals: HashMap::new(),
@@ -345,6 +357,17 @@ impl RunState {
 
     pub fn pending_approval(&self) -> Option<&PendingApproval> {
         self.pending.as_ref()
+    }
+
+    /// The `delegate` call that started the agent acting now (`None` for the
+    /// run's own agent).
+    pub fn current_agent_call(&self) -> Option<&str> {
+        self.frames.last().and_then(|f| f.parent_call.as_deref())
+    }
+
+    /// When the delegated agent started by `call` began.
+    pub fn agent_started_at(&self, call: &str) -> Option<DateTime<Utc>> {
+        self.agent_started_at.get(call).copied()
     }
 
     /// The agent acting now.
@@ -380,6 +403,9 @@ impl RunState {
             EventBody::RunStarted { .. } => {}
             EventBody::AgentStarted { agent, task } => {
                 let parent_call = self.first_open_call();
+                if let Some(call) = &parent_call {
+                    self.agent_started_at.insert(call.clone(), event.at);
+                }
                 self.frames
                     .push(Frame::new(*agent, task.clone(), parent_call));
             }

@@ -44,6 +44,7 @@ impl Sim {
                 task: task.into(),
                 agent,
                 approval_timeout_secs: 60,
+                trace: None,
             },
         };
         Sim {

@@ -318,9 +318,12 @@ impl LokiClient {
             .append_pair("end", &end.as_nanos().to_string())
             .append_pair("limit", &query.limit.to_string())
             .append_pair("direction", "backward");
-        let mut response = self
-            .http
-            .get(url)
+        let mut request = self.http.get(url);
+        // Joins a traced Loki (or a proxy in front of it) to the run's trace.
+        if let Some(traceparent) = crate::telemetry::trace::current_traceparent() {
+            request = request.header("traceparent", traceparent);
+        }
+        let mut response = request
             .send()
             .await
             .map_err(|error| self.transport_error(error))?;

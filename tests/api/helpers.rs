@@ -141,7 +141,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
-        agent_server::telemetry::init();
+        let _ = agent_server::telemetry::init();
     }
     let database_url = fresh_database().await;
     let llm = MockLlm::start().await;

@@ -39,6 +39,7 @@ async fn new_run(pool: &deadpool_postgres::Pool) -> Uuid {
         approval_timeout_secs: 60,
         idempotency_key: None,
         at: Utc::now(),
+        trace: agent_server::telemetry::trace::TraceRef::new(None),
     };
     journal::create_run(pool, &run).await.unwrap();
     run.id
@@ -105,5 +106,8 @@ async fn two_instances_can_migrate_at_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(applied, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count() as i64;
+    assert_eq!(applied, files, "each migration applied once");
 }

@@ -10,6 +10,7 @@ mod journal;
 mod metrics;
 mod mock_llm;
 mod network;
+mod otel;
 mod process;
 mod providers;
 mod recovery;

@@ -64,6 +64,8 @@ impl Reply {
 struct Script {
     replies: VecDeque<Reply>,
     requests: Vec<Value>,
+    /// The `traceparent` header of each request, if it had one.
+    traceparents: Vec<Option<String>>,
 }
 
 /// Counts hanging requests whose client went away.
@@ -117,6 +119,11 @@ impl MockLlm {
         self.script.lock().unwrap().requests.clone()
     }
 
+    /// The `traceparent` header of every request so far, in order.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.script.lock().unwrap().traceparents.clone()
+    }
+
     /// How many hanging requests were abandoned by their client.
     pub fn aborted(&self) -> usize {
         self.aborted.load(Ordering::SeqCst)
@@ -134,11 +141,21 @@ impl MockLlm {
 
 type Shared = (Arc<Mutex<Script>>, Arc<AtomicUsize>);
 
-async fn complete(body: web::Json<Value>, data: web::Data<Shared>) -> HttpResponse {
+async fn complete(
+    req: actix_web::HttpRequest,
+    body: web::Json<Value>,
+    data: web::Data<Shared>,
+) -> HttpResponse {
     let (script, aborted) = data.get_ref();
     let reply = {
         let mut script = script.lock().unwrap();
         script.requests.push(body.into_inner());
+        let traceparent = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        script.traceparents.push(traceparent);
         script
             .replies
             .pop_front()

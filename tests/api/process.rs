@@ -14,6 +14,8 @@ use crate::mock_llm::MockLlm;
 pub struct Server {
     pub child: Child,
     pub api: Api,
+    /// Every line the server printed on stdout so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -32,11 +34,14 @@ impl Server {
             .expect("starting agent-server");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let stdout_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines_out = stdout_lines.clone();
         // Reads the start-up line, then keeps draining so the server never
         // blocks on a full pipe.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines_out.lock().unwrap().push(line.clone());
                 if let Some(address) = line.strip_prefix("agent-server listening on ")
                     && let Some(tx) = tx.take()
                 {
@@ -50,6 +55,7 @@ impl Server {
             .expect("the server printed its address before exiting");
         Server {
             child,
+            stdout: stdout_lines,
             api: Api {
                 address,
                 client: reqwest::Client::new(),

@@ -1,0 +1,130 @@
+//! The log line format: one JSON object per line with `timestamp`, `level`,
+//! `target`, `message`, the event's own fields, and `trace_id`, `span_id` and
+//! `run_id` from the spans it happened in.
+
+use std::io::Write;
+
+use opentelemetry::trace::TraceContextExt;
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+/// The JSON line writer, a `tracing` layer.
+pub struct JsonLines;
+
+/// A span's fields, kept so events inside it can carry `run_id`.
+struct SpanFields(Map<String, Value>);
+
+/// Collects fields into a JSON map.
+struct Collect<'a>(&'a mut Map<String, Value>);
+
+impl Visit for Collect<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), Value::from(format!("{value:?}")));
+    }
+}
+
+impl<S> Layer<S> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        let mut fields = Map::new();
+        attrs.record(&mut Collect(&mut fields));
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(fields));
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
+        {
+            values.record(&mut Collect(&mut fields.0));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        );
+        line.insert("level".into(), Value::from(meta.level().as_str()));
+        line.insert("target".into(), Value::from(meta.target()));
+        let mut fields = Map::new();
+        event.record(&mut Collect(&mut fields));
+        line.insert(
+            "message".into(),
+            fields.remove("message").unwrap_or(Value::from("")),
+        );
+        // The nearest span's `run_id` and `trace_id`; the OpenTelemetry span
+        // gives the ids when the trace is exported.
+        let mut run_id = Value::Null;
+        let mut trace_id = Value::Null;
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                let extensions = span.extensions();
+                if let Some(SpanFields(fields)) = extensions.get::<SpanFields>() {
+                    if run_id.is_null()
+                        && let Some(id) = fields.get("run_id").or_else(|| fields.get("run.id"))
+                    {
+                        run_id = id.clone();
+                    }
+                    if trace_id.is_null()
+                        && let Some(id) = fields.get("trace_id")
+                    {
+                        trace_id = id.clone();
+                    }
+                }
+            }
+        }
+        let mut span_id = Value::Null;
+        let otel = tracing::Span::current().context();
+        let span_context = otel.span().span_context().clone();
+        if span_context.is_valid() {
+            trace_id = Value::from(span_context.trace_id().to_string());
+            span_id = Value::from(span_context.span_id().to_string());
+        }
+        line.insert("trace_id".into(), trace_id);
+        line.insert("span_id".into(), span_id);
+        line.insert("run_id".into(), run_id);
+        for (key, value) in fields {
+            line.entry(key).or_insert(value);
+        }
+        let mut text = Value::Object(line).to_string();
+        text.push('\n');
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+}

@@ -1,0 +1,336 @@
+//! OpenTelemetry export, decoded by an OTLP/HTTP receiver in the test: a
+//! delegated run with an approval is one trace of GenAI spans, joined to the
+//! caller's trace; work resumed after a kill -9 joins the same trace; log
+//! lines inside a run carry its trace id; the model receives a `traceparent`
+//! of that trace.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+use crate::helpers::{fresh_database, settings_map, wait_until};
+use crate::mock_llm::{MockLlm, Reply};
+use crate::process::Server;
+
+/// The trace the caller of `POST /api/runs` is in.
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// A span as the receiver decoded it.
+#[derive(Debug, Clone)]
+struct Span {
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    name: String,
+    attributes: HashMap<String, Value>,
+}
+
+/// Receives OTLP/HTTP JSON trace exports.
+#[derive(Clone)]
+struct Receiver {
+    endpoint: String,
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+        let data = web::Data::new(spans.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::JsonConfig::default().limit(64 * 1024 * 1024))
+                .route("/v1/traces", web::post().to(receive))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let port = server.addrs()[0].port();
+        actix_rt::spawn(server.run());
+        Receiver {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            spans,
+        }
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.spans.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, what: &str, check: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+        wait_until(what, || async {
+            let spans = self.spans();
+            check(&spans).then_some(spans)
+        })
+        .await
+    }
+}
+
+/// OTLP JSON: attribute values are `{"stringValue"}`, `{"intValue"}` (a
+/// string), `{"doubleValue"}` or `{"boolValue"}`.
+fn attribute_value(value: &Value) -> Value {
+    for key in ["stringValue", "boolValue", "doubleValue"] {
+        if let Some(v) = value.get(key) {
+            return v.clone();
+        }
+    }
+    match value.get("intValue") {
+        Some(Value::String(s)) => json!(s.parse::<i64>().unwrap()),
+        Some(v) => v.clone(),
+        None => Value::Null,
+    }
+}
+
+async fn receive(body: web::Json<Value>, spans: web::Data<Arc<Mutex<Vec<Span>>>>) -> HttpResponse {
+    let mut spans = spans.lock().unwrap();
+    for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+            for span in scope["spans"].as_array().into_iter().flatten() {
+                let attributes = span["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|kv| {
+                        (
+                            kv["key"].as_str().unwrap().to_string(),
+                            attribute_value(&kv["value"]),
+                        )
+                    })
+                    .collect();
+                spans.push(Span {
+                    trace_id: span["traceId"].as_str().unwrap_or_default().to_lowercase(),
+                    span_id: span["spanId"].as_str().unwrap_or_default().to_lowercase(),
+                    parent: span["parentSpanId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_lowercase(),
+                    name: span["name"].as_str().unwrap_or_default().to_string(),
+                    attributes,
+                });
+            }
+        }
+    }
+    HttpResponse::Ok().json(json!({}))
+}
+
+fn find<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name}: {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+async fn traced_server(
+    database_url: &str,
+    llm: &MockLlm,
+    workspace: &tempfile::TempDir,
+    receiver: &Receiver,
+) -> Server {
+    let vars = settings_map(
+        database_url,
+        llm,
+        workspace.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    Server::start_with(vars).await
+}
+
+#[actix_web::test]
+async fn a_delegated_run_with_an_approval_is_one_trace_of_genai_spans() {
+    let receiver = Receiver::start().await;
+    let database_url = fresh_database().await;
+    let llm = MockLlm::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    llm.push(Reply::tool_call(
+        "call_d",
+        "delegate",
+        json!({"agent": "coding", "task": "run it"}),
+    ));
+    llm.push(Reply::tool_call(
+        "call_s",
+        "shell",
+        json!({"command": "echo hi"}),
+    ));
+    llm.push(Reply::text("ran it"));
+    llm.push(Reply::text("all done"));
+    let server = traced_server(&database_url, &llm, &workspace, &receiver).await;
+
+    let response = server
+        .api
+        .client
+        .post(format!("{}/api/runs", server.api.address))
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .json(&json!({"task": "please run it"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let run: Value = response.json().await.unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        run["trace_id"], CALLER_TRACE,
+        "the run joins the caller's trace"
+    );
+    let pending = server.api.wait_for_approval(&id).await;
+    server
+        .api
+        .resume(
+            &id,
+            pending["approval_id"].as_str().unwrap(),
+            "approved",
+            None,
+        )
+        .await;
+    server.api.wait_for_status(&id, "completed").await;
+
+    let spans = receiver
+        .wait_for("the root span", |spans| {
+            spans.iter().any(|s| s.name == "invoke_agent orchestrator")
+        })
+        .await;
+    let ours: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.attributes.contains_key("run.id"))
+        .collect();
+    assert!(ours.iter().all(|s| s.trace_id == CALLER_TRACE), "one trace");
+
+    let root = find(&spans, "invoke_agent orchestrator");
+    assert_eq!(root.parent, CALLER_SPAN);
+    assert_eq!(root.attributes["gen_ai.operation.name"], "invoke_agent");
+    assert_eq!(root.attributes["gen_ai.agent.name"], "orchestrator");
+    assert_eq!(root.attributes["gen_ai.conversation.id"], id.as_str());
+    let child = find(&spans, "invoke_agent coding");
+    assert_eq!(
+        child.parent, root.span_id,
+        "the delegated agent sits under the orchestrator"
+    );
+
+    let chats: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "chat mock-model")
+        .collect();
+    assert_eq!(chats.len(), 4);
+    for chat in &chats {
+        assert_eq!(chat.trace_id, CALLER_TRACE);
+        assert_eq!(chat.attributes["gen_ai.operation.name"], "chat");
+        assert_eq!(chat.attributes["gen_ai.provider.name"], "openai");
+        assert_eq!(chat.attributes["gen_ai.request.model"], "mock-model");
+        assert_eq!(chat.attributes["gen_ai.response.model"], "mock-model");
+        let tokens = &chat.attributes["gen_ai.usage.input_tokens"];
+        assert!(
+            tokens.as_i64().is_some_and(|n| n > 0),
+            "{:?}",
+            chat.attributes
+        );
+        assert!(chat.attributes.contains_key("gen_ai.usage.output_tokens"));
+        assert!(
+            chat.attributes
+                .contains_key("gen_ai.response.finish_reasons")
+        );
+        assert_eq!(chat.attributes["run.id"], id.as_str());
+    }
+    let coding_chats = chats
+        .iter()
+        .filter(|c| c.attributes["gen_ai.agent.name"] == "coding");
+    assert!(
+        coding_chats.clone().count() == 2
+            && coding_chats.into_iter().all(|c| c.parent == child.span_id)
+    );
+
+    let tool = find(&spans, "execute_tool shell");
+    assert_eq!(tool.parent, child.span_id);
+    assert_eq!(tool.attributes["gen_ai.tool.name"], "shell");
+    assert_eq!(tool.attributes["gen_ai.tool.call.id"], "call_s");
+    let write = find(&spans, "INSERT run_events");
+    assert_eq!(write.attributes["db.system.name"], "postgresql");
+    assert_eq!(write.trace_id, CALLER_TRACE);
+    let wait = find(&spans, "hitl.wait_for_approval");
+    assert_eq!(wait.parent, child.span_id);
+    assert_eq!(wait.attributes["hitl.decision"], "approved");
+    assert_eq!(wait.attributes["gen_ai.tool.name"], "shell");
+
+    // The model received a `traceparent` of the run's trace.
+    let traceparents = llm.traceparents();
+    assert_eq!(traceparents.len(), 4);
+    for header in traceparents {
+        let header = header.expect("a traceparent on every model request");
+        assert!(
+            header.starts_with(&format!("00-{CALLER_TRACE}-")),
+            "{header}"
+        );
+    }
+
+    // A log line written inside a run's span carries its trace id.
+    let lines = server.stdout.lock().unwrap().clone();
+    let logged = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["run_id"] == id.as_str() && l["trace_id"] == CALLER_TRACE);
+    let logged = logged.expect("a log line of the run with its trace id");
+    for key in ["timestamp", "level", "target", "message", "span_id"] {
+        assert!(logged.get(key).is_some(), "{key} in {logged}");
+    }
+    assert!(server.terminate().success());
+}
+
+#[actix_web::test]
+async fn work_resumed_after_kill_9_joins_the_same_trace() {
+    let receiver = Receiver::start().await;
+    let database_url = fresh_database().await;
+    let llm = MockLlm::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    llm.push(Reply::tool_call("c1", "shell", json!({"command": "true"})));
+    llm.push(Reply::text("done"));
+
+    let server = traced_server(&database_url, &llm, &workspace, &receiver).await;
+    let run = server
+        .api
+        .create_run(json!({"task": "t", "agent": "coding"}))
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let trace_id = run["trace_id"].as_str().unwrap().to_string();
+    assert_eq!(trace_id.len(), 32);
+    let pending = server.api.wait_for_approval(&id).await;
+    server.kill_9();
+
+    let server = traced_server(&database_url, &llm, &workspace, &receiver).await;
+    server
+        .api
+        .resume(
+            &id,
+            pending["approval_id"].as_str().unwrap(),
+            "approved",
+            None,
+        )
+        .await;
+    server.api.wait_for_status(&id, "completed").await;
+    let spans = receiver
+        .wait_for("the resumed run's spans", |spans| {
+            spans.iter().any(|s| s.name == "invoke_agent coding")
+        })
+        .await;
+    for name in [
+        "run.resumed",
+        "hitl.wait_for_approval",
+        "execute_tool shell",
+        "invoke_agent coding",
+    ] {
+        assert_eq!(
+            find(&spans, name).trace_id,
+            trace_id,
+            "{name} after the restart"
+        );
+    }
+    assert!(server.terminate().success());
+}
