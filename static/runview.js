@@ -112,7 +112,8 @@ export class RunView {
     setText(this.task, run.task ?? '');
     setText(
       this.meta,
-      `${run.agent} · started ${localTime(run.created_at)} · updated ${localTime(run.updated_at)}`,
+      `${run.agent} · started ${localTime(run.created_at)} · updated ${localTime(run.updated_at)}` +
+        (run.trace_id ? ` · trace ${run.trace_id}` : ''),
     );
     setText(this.status, run.status);
     this.status.dataset.status = run.status;
