@@ -100,6 +100,7 @@ pub struct Application {
     registry: RunRegistry,
     pool: deadpool_postgres::Pool,
     embedded: Option<EmbeddedPostgres>,
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Application {
@@ -148,7 +149,9 @@ impl Application {
             "agent-server starting"
         );
 
+        let stopping = tokio_util::sync::CancellationToken::new();
         let state = web::Data::new(AppState {
+            stopping: stopping.clone(),
             pool: database.pool.clone(),
             registry: registry.clone(),
             settings: Arc::new(settings),
@@ -170,6 +173,7 @@ impl Application {
             registry,
             pool: database.pool,
             embedded: database.embedded,
+            stopping,
         })
     }
 
@@ -189,6 +193,7 @@ impl Application {
             _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
         }
+        self.stopping.cancel();
         handle.stop(true).await;
         let _ = server.await;
         self.registry.shutdown().await;

@@ -25,6 +25,9 @@ pub struct AppState {
     pub pool: Pool,
     pub registry: RunRegistry,
     pub settings: std::sync::Arc<Settings>,
+    /// Cancelled when the server stops, so WebSocket connections close at
+    /// once instead of holding the graceful stop open.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Mounts every route.

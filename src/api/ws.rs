@@ -58,6 +58,7 @@ pub async fn connect(
     let feed = receiver_stream(deps.feed.subscribe());
     let deltas = receiver_stream(deps.deltas.subscribe());
     let pool = app.pool.clone();
+    let stopping = app.stopping.clone();
     let (outbound, queue) = mpsc::channel(app.settings.ws_queue_frames);
     let (close, close_signal) = oneshot::channel();
     actix_rt::spawn(write_frames(session, queue, close_signal));
@@ -66,6 +67,7 @@ pub async fn connect(
         ctx.add_stream(feed);
         ctx.add_stream(deltas);
         WsConnection {
+            stopping,
             pool,
             outbound,
             close: Some(close),
@@ -168,12 +170,26 @@ struct WsConnection {
     runs: bool,
     /// When the client last sent anything.
     last_heard: Instant,
+    /// Cancelled when the server stops.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Actor for WsConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let stopping = self.stopping.clone();
+        ctx.spawn(
+            fut::wrap_future::<_, Self>(async move { stopping.cancelled().await }).map(
+                |(), act, ctx| {
+                    act.close(
+                        ctx,
+                        CloseCode::Away,
+                        "the server is stopping; reconnect shortly",
+                    )
+                },
+            ),
+        );
         ctx.run_interval(HEARTBEAT_INTERVAL, |act, ctx| {
             if act.last_heard.elapsed() > CLIENT_TIMEOUT {
                 act.close(ctx, CloseCode::Away, "no heartbeat from the client");

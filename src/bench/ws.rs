@@ -33,6 +33,7 @@ pub async fn run(pool: &Pool, registry: &RunRegistry, settings: &Settings) -> an
         pool: pool.clone(),
         registry: registry.clone(),
         settings: Arc::new(settings.clone()),
+        stopping: Default::default(),
     });
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))

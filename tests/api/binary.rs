@@ -121,3 +121,36 @@ async fn the_embedded_scripted_demo_runs_and_stops_cleanly() {
     assert_eq!(types.iter().filter(|t| *t == "AGENT_FINISHED").count(), 1);
     assert!(server.terminate().success());
 }
+
+#[actix_web::test]
+async fn sigterm_closes_websockets_and_stops_promptly() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let database_url = crate::helpers::fresh_database().await;
+    let llm = crate::mock_llm::MockLlm::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let server = Server::start(&database_url, &llm, &workspace).await;
+    let url = format!("{}/api/ws", server.api.address.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let close = loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.unwrap().code, CloseCode::Away);
+}
