@@ -11,7 +11,7 @@ use super::{ApiError, AppState, read_json};
 use crate::agents::AgentName;
 use crate::config::MAX_APPROVAL_TIMEOUT_SECS;
 use crate::journal::{self, NewRun, RunRecord};
-use crate::run::actor::{Cancel, Decide, SteerError};
+use crate::run::actor::{Steer, SteerError};
 use crate::run::state::{self, Env, Input, RunStatus};
 use crate::telemetry::trace::TraceRef;
 
@@ -284,26 +284,13 @@ pub async fn resume(
             "`feedback` is longer than {MAX_FEEDBACK_CHARS} characters"
         )));
     }
-    let decide = || Decide {
-        approval_id,
-        approved,
-        feedback: body.feedback.clone(),
-        decided_by: "api".into(),
-    };
     let input = Input::Decide {
         approval_id,
         approved,
         feedback: body.feedback.clone(),
         decided_by: "api".into(),
     };
-    let delivered = match app.registry.get(id) {
-        Some(actor) => actor.send(decide()).await.ok(),
-        None => None,
-    };
-    match delivered {
-        Some(outcome) => outcome?,
-        None => refuse_from_journal(&app, id, input).await?,
-    }
+    steer(&app, id, input).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "run_id": id,
         "approval_id": approval_id,
@@ -328,26 +315,34 @@ pub async fn cancel(
             "`reason` is longer than {MAX_REASON_CHARS} characters"
         )));
     }
-    let message = || Cancel {
-        reason: reason.clone(),
-        by: "api".into(),
-    };
-    let delivered = match app.registry.get(id) {
-        Some(actor) => actor.send(message()).await.ok(),
-        None => None,
-    };
-    let input = Input::Cancel {
-        reason: reason.clone(),
-        by: "api".into(),
-    };
-    match delivered {
-        Some(outcome) => outcome?,
-        None => refuse_from_journal(&app, id, input).await?,
-    }
+    steer(
+        &app,
+        id,
+        Input::Cancel {
+            reason,
+            by: "api".into(),
+        },
+    )
+    .await?;
     let run = journal::get_run(&app.pool, id)
         .await?
         .ok_or_else(ApiError::run_not_found)?;
     Ok(HttpResponse::Ok().json(run))
+}
+
+/// Hands a human's command to the run's actor; a run without one (finished,
+/// or its actor just stopped) is answered from its journal.
+async fn steer(app: &AppState, id: Uuid, input: Input) -> Result<(), ApiError> {
+    if let Some(actor) = app.registry.get(id)
+        && let Ok(outcome) = actor
+            .send(Steer {
+                input: input.clone(),
+            })
+            .await
+    {
+        return Ok(outcome?);
+    }
+    refuse_from_journal(app, id, input).await
 }
 
 /// Answers a command for a run without an actor: folds its journal and asks

@@ -135,20 +135,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (floor_p50, floor_p99) = summarize("floor: INSERT + COMMIT", floor);
 
     // 2. One durable commit of a journal entry and its summary.
-    let run_id = Uuid::new_v4();
-    journal::create_run(
-        &pool,
-        &NewRun {
-            id: run_id,
-            agent: AgentName::Coding,
-            task: "bench".into(),
-            approval_timeout_secs: 60,
-            idempotency_key: None,
-            at: Utc::now(),
-            trace: crate::telemetry::trace::TraceRef::new(None),
-        },
-    )
-    .await?;
+    let run_id = create_run(&pool).await?;
     let summary = RunSummary {
         status: RunStatus::Running,
         pending_approval: None,
@@ -262,25 +249,29 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 }
 
 async fn start_runs(registry: &RunRegistry, count: usize) -> anyhow::Result<Vec<Uuid>> {
-    let pool = &registry.deps().pool;
     let mut ids = Vec::with_capacity(count);
     for _ in 0..count {
-        let run = NewRun {
-            id: Uuid::new_v4(),
-            agent: AgentName::Coding,
-            task: "bench".into(),
-            approval_timeout_secs: 60,
-            idempotency_key: None,
-            at: Utc::now(),
-            trace: crate::telemetry::trace::TraceRef::new(None),
-        };
-        journal::create_run(pool, &run).await?;
-        ids.push(run.id);
+        ids.push(create_run(&registry.deps().pool).await?);
     }
     for id in &ids {
         registry.start(*id);
     }
     Ok(ids)
+}
+
+/// A run of the coding agent, journaled but not started.
+pub(crate) async fn create_run(pool: &deadpool_postgres::Pool) -> anyhow::Result<Uuid> {
+    let run = NewRun {
+        id: Uuid::new_v4(),
+        agent: AgentName::Coding,
+        task: "bench".into(),
+        approval_timeout_secs: 60,
+        idempotency_key: None,
+        at: journal::now(),
+        trace: crate::telemetry::trace::TraceRef::new(None),
+    };
+    journal::create_run(pool, &run).await?;
+    Ok(run.id)
 }
 
 /// Waits until every run's actor has left the registry (it does so when the

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpServer, web};
-use chrono::Utc;
 use deadpool_postgres::Pool;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -16,7 +15,7 @@ use uuid::Uuid;
 use crate::agents::AgentName;
 use crate::api::{self, AppState};
 use crate::config::Settings;
-use crate::journal::{self, NewRun};
+use crate::journal;
 use crate::run::RunRegistry;
 use crate::run::event::{Event, EventBody};
 
@@ -62,20 +61,7 @@ async fn measure(
     url: &str,
     clients: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let run_id = Uuid::new_v4();
-    journal::create_run(
-        pool,
-        &NewRun {
-            id: run_id,
-            agent: AgentName::Coding,
-            task: "bench".into(),
-            approval_timeout_secs: 60,
-            idempotency_key: None,
-            at: Utc::now(),
-            trace: crate::telemetry::trace::TraceRef::new(None),
-        },
-    )
-    .await?;
+    let run_id = super::create_run(pool).await?;
 
     // The clients run on their own threads, as a browser would.
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

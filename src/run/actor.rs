@@ -65,22 +65,12 @@ pub enum SteerError {
     Unavailable,
 }
 
-/// A human decides a pending approval.
+/// A human steers the run: decides an approval (`Input::Decide`) or cancels
+/// it (`Input::Cancel`). Answered once the decision is journaled.
 #[derive(Message)]
 #[rtype(result = "Result<(), SteerError>")]
-pub struct Decide {
-    pub approval_id: Uuid,
-    pub approved: bool,
-    pub feedback: Option<String>,
-    pub decided_by: String,
-}
-
-/// A human cancels the run.
-#[derive(Message)]
-#[rtype(result = "Result<(), SteerError>")]
-pub struct Cancel {
-    pub reason: Option<String>,
-    pub by: String,
+pub struct Steer {
+    pub input: Input,
 }
 
 /// The server is stopping: start nothing new and drop the work in flight
@@ -583,40 +573,20 @@ impl Supervised for RunActor {
     }
 }
 
-impl Handler<Decide> for RunActor {
+impl Handler<Steer> for RunActor {
     type Result = ResponseFuture<Result<(), SteerError>>;
 
-    fn handle(&mut self, msg: Decide, ctx: &mut Context<Self>) -> Self::Result {
-        let input = Input::Decide {
-            approval_id: msg.approval_id,
-            approved: msg.approved,
-            feedback: msg.feedback,
-            decided_by: msg.decided_by,
-        };
-        let (tx, rx) = oneshot::channel();
-        match self.drive(input, ctx, Some(tx)) {
-            Err(error) => Box::pin(async move { Err(error) }),
-            Ok(()) => Box::pin(async move { rx.await.unwrap_or(Err(SteerError::Unavailable)) }),
-        }
-    }
-}
-
-impl Handler<Cancel> for RunActor {
-    type Result = ResponseFuture<Result<(), SteerError>>;
-
-    fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) -> Self::Result {
-        if self.state.as_ref().is_some_and(|s| !s.is_terminal()) {
+    fn handle(&mut self, msg: Steer, ctx: &mut Context<Self>) -> Self::Result {
+        if matches!(msg.input, Input::Cancel { .. })
+            && self.state.as_ref().is_some_and(|s| !s.is_terminal())
+        {
             // Abort first: whatever the commit's fate, nothing may run on
             // after a cancellation, and a failed commit reloads the journal,
             // which resumes the aborted work by the recovery rules.
             self.cancel_work(ctx);
         }
-        let input = Input::Cancel {
-            reason: msg.reason,
-            by: msg.by,
-        };
         let (tx, rx) = oneshot::channel();
-        match self.drive(input, ctx, Some(tx)) {
+        match self.drive(msg.input, ctx, Some(tx)) {
             Err(error) => Box::pin(async move { Err(error) }),
             Ok(()) => Box::pin(async move { rx.await.unwrap_or(Err(SteerError::Unavailable)) }),
         }
