@@ -334,3 +334,69 @@ async fn work_resumed_after_kill_9_joins_the_same_trace() {
     }
     assert!(server.terminate().success());
 }
+
+#[actix_web::test]
+async fn no_secret_reaches_a_log_line_a_span_a_metric_or_the_journal() {
+    const KEY: &str = "sk-test-very-secret-4711";
+    let receiver = Receiver::start().await;
+    let database_url = fresh_database().await;
+    let llm = MockLlm::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    // The provider echoes the key back in its error, as some do.
+    llm.push(Reply::Status {
+        code: 401,
+        body: json!({"error": {"message": format!("Incorrect API key provided: {KEY}")}}),
+        retry_after: None,
+    });
+    let mut vars = settings_map(
+        &database_url,
+        &llm,
+        workspace.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    vars.insert("OPENAI_API_KEY".into(), KEY.into());
+    let server = Server::start_with(vars).await;
+    let run = server
+        .api
+        .create_run(json!({"task": "t", "agent": "coding"}))
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let failed = server.api.wait_for_status(&id, "failed").await;
+    assert_eq!(failed["error"]["code"], "llm_error");
+
+    let journal = server
+        .api
+        .get(&format!("/api/runs/{id}/events"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let metrics = server.api.get("/metrics").await.text().await.unwrap();
+    receiver
+        .wait_for("the root span", |spans| {
+            spans.iter().any(|s| s.name == "invoke_agent coding")
+        })
+        .await;
+    let spans = format!("{:?}", receiver.spans());
+    let stdout = server.stdout.clone();
+    assert!(server.terminate().success());
+    let logs = stdout.lock().unwrap().join("\n");
+    for (place, text) in [
+        ("the run", failed.to_string()),
+        ("the journal", journal),
+        ("the metrics", metrics),
+        ("the spans", spans),
+        ("the logs", logs),
+    ] {
+        assert!(!text.contains(KEY), "the key reached {place}");
+        assert!(
+            !text.to_lowercase().contains("bearer"),
+            "an Authorization header reached {place}"
+        );
+    }
+}
