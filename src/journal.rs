@@ -249,26 +249,18 @@ pub async fn append(
                 .await
         }
         Some(summary) => {
-            let mut pending = summary
+            let (run, seq) = (run_id, first.seq);
+            let pending = summary
                 .pending_approval
                 .as_ref()
-                .map(serde_json::to_value)
-                .transpose()
-                .map_err(|e| corrupt(run_id, first.seq, e))?;
-            if let Some(pending) = &mut pending {
-                storable(pending);
-            }
-            let usage =
-                serde_json::to_value(&summary.usage).map_err(|e| corrupt(run_id, first.seq, e))?;
-            let mut error = summary
+                .map(|p| stored_json(p, run, seq))
+                .transpose()?;
+            let usage = stored_json(&summary.usage, run, seq)?;
+            let error = summary
                 .error
                 .as_ref()
-                .map(serde_json::to_value)
-                .transpose()
-                .map_err(|e| corrupt(run_id, first.seq, e))?;
-            if let Some(error) = &mut error {
-                storable(error);
-            }
+                .map(|e| stored_json(e, run, seq))
+                .transpose()?;
             let result = summary.result.as_deref().map(storable_text);
             let updated_at = events.last().map(|e| e.at);
             // A data-modifying CTE always runs, so the summary changes in the
@@ -403,6 +395,17 @@ pub async fn ping(pool: &Pool) -> Result<(), Error> {
 /// instead of wedging the run.
 fn storable_text(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
+}
+
+/// A summary field as jsonb that PostgreSQL can store.
+fn stored_json<T: Serialize>(
+    value: &T,
+    run_id: Uuid,
+    seq: i64,
+) -> Result<serde_json::Value, Error> {
+    let mut json = serde_json::to_value(value).map_err(|e| corrupt(run_id, seq, e))?;
+    storable(&mut json);
+    Ok(json)
 }
 
 fn storable(value: &mut serde_json::Value) {
