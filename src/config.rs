@@ -90,6 +90,9 @@ pub struct Settings {
     /// `AGENT_SERVER_WS_QUEUE` (default 1024): frames a WebSocket client may
     /// have waiting before it counts as too slow and is disconnected.
     pub ws_queue_frames: usize,
+    /// `GRAFANA_URL`: where a browser reaches Grafana, for the dashboard's
+    /// links to a run's trace; without it the dashboard shows the id only.
+    pub grafana_url: Option<String>,
 }
 
 /// An invalid setting: names the variable and what is wrong with it.
@@ -221,6 +224,27 @@ impl Settings {
             ));
         }
 
+        let grafana_url = get("GRAFANA_URL").map(|u| u.trim_end_matches('/').to_string());
+        if let Some(url) = &grafana_url
+            && (!(url.starts_with("http://") || url.starts_with("https://"))
+                || url.contains(|c: char| c.is_whitespace() || c == '"' || c == '<'))
+        {
+            return Err(invalid(
+                "GRAFANA_URL",
+                format!("`{url}` is not an http:// or https:// URL"),
+            ));
+        }
+        // Read by the telemetry set-up; checked here so a typo stops the
+        // server with the others instead of quietly picking a format.
+        if let Some(format) = get("LOG_FORMAT")
+            && !matches!(format.as_str(), "json" | "pretty")
+        {
+            return Err(invalid(
+                "LOG_FORMAT",
+                format!("`{format}` is neither `json` nor `pretty`"),
+            ));
+        }
+
         let mut allowed_origins = Vec::new();
         for origin in get("AGENT_SERVER_ALLOWED_ORIGINS")
             .unwrap_or_default()
@@ -255,6 +279,7 @@ impl Settings {
             max_iterations,
             approval_timeout_secs,
             loki_url,
+            grafana_url,
         })
     }
 }
@@ -325,6 +350,8 @@ mod tests {
             ("LOKI_URL", "loki:3100"),
             ("LLM_STREAMING", "sometimes"),
             ("AGENT_SERVER_ALLOWED_ORIGINS", "ops.example.com"),
+            ("GRAFANA_URL", "localhost:3000"),
+            ("LOG_FORMAT", "yaml"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");

@@ -101,6 +101,7 @@ pub struct Application {
     pool: deadpool_postgres::Pool,
     embedded: Option<EmbeddedPostgres>,
     stopping: tokio_util::sync::CancellationToken,
+    metrics: Metrics,
 }
 
 impl Application {
@@ -116,6 +117,7 @@ impl Application {
             .context("setting up the Loki client for loki_query")?
             .map(Arc::new);
         let model = llm::from_settings(&settings.llm)?;
+        let metrics = Metrics::new();
         let models: HashMap<AgentName, String> = AgentName::ALL
             .into_iter()
             .map(|agent| (agent, model.model_for(agent)))
@@ -130,7 +132,7 @@ impl Application {
             max_iterations: settings.max_iterations,
             deltas: DeltaHub::new(),
             feed: Feed::new(),
-            metrics: Metrics::new(),
+            metrics: metrics.clone(),
             models: Arc::new(models),
         });
         let registry = RunRegistry::new(deps, run_arbiters());
@@ -174,6 +176,7 @@ impl Application {
             pool: database.pool,
             embedded: database.embedded,
             stopping,
+            metrics,
         })
     }
 
@@ -197,6 +200,8 @@ impl Application {
         handle.stop(true).await;
         let _ = server.await;
         self.registry.shutdown().await;
+        // The last figures leave with the server (OTLP pushes periodically).
+        self.metrics.shutdown();
         // Close our connections first, so stopping the cluster does not log
         // them as broken.
         self.pool.close();

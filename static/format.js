@@ -72,3 +72,22 @@ export function compact(value, max = 120) {
 export function count(n) {
   return Number.isFinite(n) ? n.toLocaleString('en-US') : '0';
 }
+
+/** The Grafana Explore URL showing trace `traceId` in the Tempo data source
+ * the stack provisions (uid `tempo`), or null without a Grafana URL or a
+ * well-formed trace id. The time range starts a little before the run, so
+ * Tempo searches where the trace is even when the run is old. */
+export function traceUrl(grafanaUrl, traceId, createdAt) {
+  if (!/^https?:\/\/\S+$/.test(grafanaUrl || '') || !/^[0-9a-f]{32}$/.test(traceId || '')) return null;
+  const started = Date.parse(createdAt);
+  const from = Number.isNaN(started) ? 'now-7d' : String(started - 5 * 60 * 1000);
+  const panes = {
+    trace: {
+      datasource: 'tempo',
+      queries: [{ refId: 'A', datasource: { type: 'tempo', uid: 'tempo' }, queryType: 'traceql', query: traceId }],
+      range: { from, to: 'now' },
+    },
+  };
+  const base = grafanaUrl.replace(/\/+$/, '');
+  return `${base}/explore?schemaVersion=1&orgId=1&panes=${encodeURIComponent(JSON.stringify(panes))}`;
+}

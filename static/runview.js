@@ -8,7 +8,7 @@
 // feedback being typed is never wiped by an unrelated update.
 
 import { h, replaceChildren, setText, classSafe } from './dom.js';
-import { millis, duration, countdown, localTime, pretty, compact, count } from './format.js';
+import { millis, duration, countdown, localTime, pretty, compact, count, traceUrl } from './format.js';
 import { TERMINAL_STATUSES } from './store.js';
 
 /** Tool output longer than this many lines starts folded. */
@@ -54,7 +54,10 @@ export class RunView {
 
     this.title = h('h2', { id: 'run-title' }, 'Run ', h('code', { class: 'run-id' }, id));
     this.task = h('p', { class: 'task', 'data-testid': 'run-task' });
-    this.meta = h('p', { class: 'meta' });
+    this.metaText = h('span', {});
+    this.trace = h('span', { class: 'trace', 'data-testid': 'run-trace' });
+    this.traceKey = '';
+    this.meta = h('p', { class: 'meta' }, this.metaText, this.trace);
     this.status = h('span', { class: 'status', 'data-testid': 'run-status', 'data-status': '' }, '…');
     this.cancelButton = h(
       'button',
@@ -104,6 +107,29 @@ export class RunView {
     );
   }
 
+  /** The run's trace id, a link to its trace in Grafana when the server
+   * was given GRAFANA_URL; rebuilt only when the trace changes. */
+  renderTrace(run) {
+    const key = run.trace_id || '';
+    if (key === this.traceKey) return;
+    this.traceKey = key;
+    if (!key) {
+      replaceChildren(this.trace);
+      return;
+    }
+    const grafana = document.querySelector('meta[name="grafana-url"]')?.content;
+    const url = traceUrl(grafana, key, run.created_at);
+    const id = h('code', { 'data-testid': 'trace-id' }, key);
+    replaceChildren(
+      this.trace,
+      ' · trace ',
+      url
+        ? h('a', { href: url, target: '_blank', rel: 'noopener', 'data-testid': 'trace-link',
+            title: 'Open this trace in Grafana' }, id)
+        : id,
+    );
+  }
+
   /** Brings the view up to date with the run and its journal. */
   render(run, journal) {
     if (!run || run.id !== this.runId || !this.status) return;
@@ -111,10 +137,10 @@ export class RunView {
     this.journal = journal;
     setText(this.task, run.task ?? '');
     setText(
-      this.meta,
-      `${run.agent} · started ${localTime(run.created_at)} · updated ${localTime(run.updated_at)}` +
-        (run.trace_id ? ` · trace ${run.trace_id}` : ''),
+      this.metaText,
+      `${run.agent} · started ${localTime(run.created_at)} · updated ${localTime(run.updated_at)}`,
     );
+    this.renderTrace(run);
     setText(this.status, run.status);
     this.status.dataset.status = run.status;
     this.status.className = `status status-${classSafe(run.status)}`;

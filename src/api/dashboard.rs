@@ -5,11 +5,14 @@
 //! The files change with every build and are small, so browsers are told to
 //! revalidate each time (`Cache-Control: no-cache`) and get a `304` when the
 //! `ETag` still matches: a new binary never leaves a stale script running.
+//!
+//! The page is the one file with a setting in it: `GRAFANA_URL` fills its
+//! `grafana-url` meta tag, from which the run view links traces to Grafana.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::{ApiError, method_not_allowed};
+use super::{ApiError, AppState, method_not_allowed};
 
 /// One file of the dashboard, embedded at compile time.
 struct Asset {
@@ -82,6 +85,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The meta tag of `index.html` that carries `GRAFANA_URL`, empty as shipped.
+const GRAFANA_META: &str = r#"<meta name="grafana-url" content="">"#;
+
 /// `GET /`
 async fn index(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     serve(&req, "index.html")
@@ -92,12 +98,38 @@ async fn file(req: HttpRequest, name: web::Path<String>) -> Result<HttpResponse,
     serve(&req, &name)
 }
 
+/// The page with this server's `GRAFANA_URL` in its meta tag, and its ETag.
+fn page_with_grafana(asset: &Asset, grafana_url: &str) -> (Vec<u8>, String) {
+    let escaped = grafana_url
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let page = String::from_utf8_lossy(asset.body).replacen(
+        GRAFANA_META,
+        &format!(r#"<meta name="grafana-url" content="{escaped}">"#),
+        1,
+    );
+    let etag = etag_of(page.as_bytes());
+    (
+        page.into_bytes(),
+        String::from_utf8_lossy(&etag).into_owned(),
+    )
+}
+
 fn serve(req: &HttpRequest, name: &str) -> Result<HttpResponse, ApiError> {
     let asset = ASSETS
         .iter()
         .find(|asset| asset.name == name)
         .ok_or_else(|| ApiError::NotFound(format!("the dashboard has no file `{name}`")))?;
-    let not_modified = matches_etag(req, asset.etag);
+    let grafana_url = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.settings.grafana_url.as_deref());
+    let (body, etag) = match grafana_url {
+        Some(url) if asset.name == "index.html" => page_with_grafana(asset, url),
+        _ => (asset.body.to_vec(), asset.etag.to_string()),
+    };
+    let not_modified = matches_etag(req, &etag);
     let mut response = if not_modified {
         HttpResponse::NotModified()
     } else {
@@ -105,7 +137,7 @@ fn serve(req: &HttpRequest, name: &str) -> Result<HttpResponse, ApiError> {
     };
     response
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header((header::ETAG, asset.etag))
+        .insert_header((header::ETAG, etag))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"));
     if asset.content_type == HTML {
@@ -119,7 +151,7 @@ fn serve(req: &HttpRequest, name: &str) -> Result<HttpResponse, ApiError> {
             header::CONTENT_TYPE,
             HeaderValue::from_static(asset.content_type),
         ))
-        .body(asset.body))
+        .body(body))
 }
 
 /// Whether `If-None-Match` names this ETag (or is `*`).
@@ -234,6 +266,23 @@ mod tests {
         let req = harness::TestRequest::post().uri("/").to_request();
         let response = harness::call_service(&app, req).await;
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn the_page_carries_grafana_url_escaped_with_its_own_etag() {
+        let page = &ASSETS[0];
+        assert!(
+            std::str::from_utf8(page.body)
+                .unwrap()
+                .contains(GRAFANA_META),
+            "index.html keeps the empty grafana-url meta tag"
+        );
+        let (body, etag) = page_with_grafana(page, "https://grafana.example.com/a?b=1&c=\"x\"");
+        let body = String::from_utf8(body).unwrap();
+        assert!(body.contains(
+            r#"<meta name="grafana-url" content="https://grafana.example.com/a?b=1&amp;c=&quot;x&quot;">"#
+        ));
+        assert_ne!(etag, page.etag, "a page with a link is a different page");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::agents::AgentName;
 use crate::journal;
 use crate::llm::{ModelClient, ModelRequest};
 use crate::realtime::{DeltaHub, Feed};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, ModelCall};
 use crate::telemetry::trace;
 use crate::tools::{self, ToolContext};
 use opentelemetry::KeyValue;
@@ -452,15 +452,17 @@ impl RunActor {
                             span.record("error.type", error_type(error));
                         }
                     }
-                    let usage = answer.as_ref().ok().map(|a| a.usage);
-                    let provider = act.deps.model.provider();
-                    act.deps.metrics.record_model_call(
+                    let failure = answer.as_ref().err().map(error_type).unwrap_or_default();
+                    act.deps.metrics.record_model_call(ModelCall {
                         agent,
-                        &model,
-                        provider,
-                        started.elapsed(),
-                        usage,
-                    );
+                        model: &model,
+                        provider: act.deps.model.provider(),
+                        elapsed: started.elapsed(),
+                        outcome: match &answer {
+                            Ok(answer) => Ok((answer.model.as_str(), answer.usage)),
+                            Err(_) => Err(&failure),
+                        },
+                    });
                     let input = match answer {
                         Ok(answer) => Input::ModelAnswered { answer },
                         Err(error) => {

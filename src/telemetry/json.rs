@@ -1,10 +1,13 @@
 //! The log line format: one JSON object per line with `timestamp`, `level`,
 //! `target`, `message`, the event's own fields, and `trace_id`, `span_id` and
-//! `run_id` from the spans it happened in.
+//! `run_id` from the spans it happened in; the same record, with the same
+//! trace context, as an OTLP log record when logs are exported.
 
 use std::io::Write;
 
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceFlags, TraceId};
+use opentelemetry_sdk::logs::SdkLogger;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -14,7 +17,12 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 /// The JSON line writer, a `tracing` layer.
-pub struct JsonLines;
+pub struct JsonLines {
+    /// Whether lines are written to stdout (not when a person reads it).
+    pub stdout: bool,
+    /// The OTLP logger, when logs are exported.
+    pub otlp: Option<SdkLogger>,
+}
 
 /// A span's fields, kept so events inside it can carry `run_id`.
 struct SpanFields(Map<String, Value>);
@@ -75,11 +83,15 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if !self.stdout && self.otlp.is_none() {
+            return;
+        }
         let meta = event.metadata();
+        let now = chrono::Utc::now();
         let mut line = Map::new();
         line.insert(
             "timestamp".into(),
-            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            Value::from(now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         );
         line.insert("level".into(), Value::from(meta.level().as_str()));
         line.insert("target".into(), Value::from(meta.target()));
@@ -123,8 +135,68 @@ where
         for (key, value) in fields {
             line.entry(key).or_insert(value);
         }
-        let mut text = Value::Object(line).to_string();
-        text.push('\n');
-        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        if let Some(logger) = &self.otlp {
+            export(logger, meta, now, &line);
+        }
+        if self.stdout {
+            let mut text = Value::Object(line).to_string();
+            text.push('\n');
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        }
+    }
+}
+
+/// Sends one line as an OTLP log record: the message as its body, the trace
+/// context as the record's own, everything else as attributes.
+fn export(
+    logger: &SdkLogger,
+    meta: &tracing::Metadata<'_>,
+    at: chrono::DateTime<chrono::Utc>,
+    line: &Map<String, Value>,
+) {
+    let mut record = logger.create_log_record();
+    record.set_timestamp(at.into());
+    record.set_target(meta.target().to_string());
+    record.set_severity_number(severity(*meta.level()));
+    record.set_severity_text(meta.level().as_str());
+    if let Some(Value::String(message)) = line.get("message") {
+        record.set_body(AnyValue::from(message.clone()));
+    }
+    let id = |key: &str| line.get(key).and_then(Value::as_str);
+    if let Some(trace_id) = id("trace_id").and_then(|t| TraceId::from_hex(t).ok()) {
+        let span_id = id("span_id")
+            .and_then(|s| SpanId::from_hex(s).ok())
+            .unwrap_or(SpanId::INVALID);
+        record.set_trace_context(trace_id, span_id, Some(TraceFlags::SAMPLED));
+    }
+    for (key, value) in line {
+        if matches!(
+            key.as_str(),
+            "timestamp" | "level" | "target" | "message" | "trace_id" | "span_id"
+        ) || value.is_null()
+        {
+            continue;
+        }
+        let value = match value {
+            Value::String(text) => AnyValue::from(text.clone()),
+            Value::Bool(b) => AnyValue::from(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => AnyValue::from(i),
+                None => AnyValue::from(n.as_f64().unwrap_or_default()),
+            },
+            other => AnyValue::from(other.to_string()),
+        };
+        record.add_attribute(key.clone(), value);
+    }
+    logger.emit(record);
+}
+
+fn severity(level: tracing::Level) -> Severity {
+    match level {
+        tracing::Level::TRACE => Severity::Trace,
+        tracing::Level::DEBUG => Severity::Debug,
+        tracing::Level::INFO => Severity::Info,
+        tracing::Level::WARN => Severity::Warn,
+        tracing::Level::ERROR => Severity::Error,
     }
 }

@@ -1,10 +1,15 @@
 //! The server's metrics: OpenTelemetry instruments, read out at `GET /metrics`
-//! in Prometheus' text format with exactly the names of contract section 8.
+//! in Prometheus' text format with exactly the names of contract section 8,
+//! and pushed over OTLP when an endpoint is set, together with the standard
+//! GenAI client instruments (`gen_ai.client.token.usage`,
+//! `gen_ai.client.operation.duration`).
 //!
-//! Each `Metrics` has its own meter provider and Prometheus registry (several
-//! servers may share a process, in tests). Run actors report what they
-//! committed (`record_committed`), model calls and journal writes report their
-//! durations, and the gauges read a board of every open run's status.
+//! Each `Metrics` has its own meter providers and Prometheus registry
+//! (several servers may share a process, in tests). Run actors report what
+//! they committed (`record_committed`), model calls and journal writes report
+//! their durations, and the gauges read a board of every open run's status.
+//! The GenAI instruments live on a second provider that only OTLP reads, so
+//! `/metrics` shows the contract's names and nothing else.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +17,7 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use uuid::Uuid;
 
 use crate::agents::AgentName;
@@ -36,6 +41,28 @@ const HITL_BUCKETS: [f64; 12] = [
     1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 43_200.0, 86_400.0, 172_800.0, 259_200.0,
 ];
 
+/// The GenAI semantic conventions' advice for token counts: powers of 4.
+const GENAI_TOKEN_BUCKETS: [f64; 14] = [
+    1.0,
+    4.0,
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16_384.0,
+    65_536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+/// The GenAI semantic conventions' advice for operation durations, seconds.
+const GENAI_DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
 /// The metrics of one server; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -46,6 +73,8 @@ struct Inner {
     registry: prometheus::Registry,
     /// Kept so the instruments stay alive and can be flushed.
     provider: SdkMeterProvider,
+    /// The standard GenAI instruments, when metrics are pushed over OTLP.
+    genai: Option<GenAi>,
     llm_tokens: Counter<u64>,
     llm_duration: Histogram<f64>,
     tool_executions: Counter<u64>,
@@ -55,6 +84,69 @@ struct Inner {
     journal_append: Histogram<f64>,
     /// Every open run's status, for the gauges.
     board: Arc<Mutex<HashMap<Uuid, RunStatus>>>,
+}
+
+/// `gen_ai.client.*`, on a meter provider of their own that only OTLP reads.
+struct GenAi {
+    provider: SdkMeterProvider,
+    token_usage: Histogram<u64>,
+    operation_duration: Histogram<f64>,
+}
+
+impl GenAi {
+    fn new() -> Option<GenAi> {
+        let provider = SdkMeterProvider::builder()
+            .with_resource(super::resource())
+            .with_reader(otlp_reader()?)
+            .build();
+        let meter = provider.meter("agent-server");
+        Some(GenAi {
+            token_usage: meter
+                .u64_histogram("gen_ai.client.token.usage")
+                .with_unit("{token}")
+                .with_description("Number of input and output tokens used")
+                .with_boundaries(GENAI_TOKEN_BUCKETS.to_vec())
+                .build(),
+            operation_duration: meter
+                .f64_histogram("gen_ai.client.operation.duration")
+                .with_unit("s")
+                .with_description("GenAI operation duration")
+                .with_boundaries(GENAI_DURATION_BUCKETS.to_vec())
+                .build(),
+            provider,
+        })
+    }
+}
+
+/// A reader pushing over OTLP/HTTP (JSON) every `OTEL_METRIC_EXPORT_INTERVAL`
+/// (the SDK reads it; 60 s by default), when an endpoint for metrics is set.
+fn otlp_reader() -> Option<PeriodicReader<opentelemetry_otlp::MetricExporter>> {
+    use opentelemetry_otlp::WithExportConfig;
+    if !super::otlp_endpoint_set("METRICS") {
+        return None;
+    }
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
+        .build();
+    match exporter {
+        Ok(exporter) => Some(PeriodicReader::builder(exporter).build()),
+        Err(error) => {
+            eprintln!("agent-server: OTLP metric export is off: {error}");
+            None
+        }
+    }
+}
+
+/// How one model call went, for the metrics.
+pub struct ModelCall<'a> {
+    pub agent: AgentName,
+    /// The model asked for.
+    pub model: &'a str,
+    pub provider: &'static str,
+    pub elapsed: Duration,
+    /// The model that answered and what it used, or the error's type.
+    pub outcome: Result<(&'a str, crate::llm::Usage), &'a str>,
 }
 
 impl Default for Metrics {
@@ -75,10 +167,13 @@ impl Metrics {
             .without_scope_info()
             .without_target_info()
             .build();
-        let mut builder = SdkMeterProvider::builder();
+        let mut builder = SdkMeterProvider::builder().with_resource(super::resource());
         match exporter {
             Ok(exporter) => builder = builder.with_reader(exporter),
             Err(error) => tracing::warn!(%error, "the Prometheus exporter failed to build"),
+        }
+        if let Some(reader) = otlp_reader() {
+            builder = builder.with_reader(reader);
         }
         let provider = builder.build();
         let meter = provider.meter("agent-server");
@@ -164,6 +259,7 @@ impl Metrics {
                 ),
                 registry,
                 provider,
+                genai: GenAi::new(),
                 board,
             }),
         }
@@ -177,10 +273,13 @@ impl Metrics {
             .unwrap_or_default()
     }
 
-    /// Flushes what is buffered (nothing, for the pull exporter; kept for
-    /// push exporters added later).
+    /// Pushes what the OTLP readers have not sent yet; call once, when the
+    /// server stops.
     pub fn shutdown(&self) {
         let _ = self.inner.provider.shutdown();
+        if let Some(genai) = &self.inner.genai {
+            let _ = genai.provider.shutdown();
+        }
     }
 
     /// A run's status now; a finished run leaves the board.
@@ -198,26 +297,18 @@ impl Metrics {
     }
 
     /// One model call's duration and outcome, and its tokens when it answered.
-    pub fn record_model_call(
-        &self,
-        agent: AgentName,
-        model: &str,
-        provider: &'static str,
-        elapsed: Duration,
-        usage: Option<crate::llm::Usage>,
-    ) {
-        let outcome = if usage.is_some() { "ok" } else { "error" };
+    pub fn record_model_call(&self, call: ModelCall<'_>) {
+        let outcome = if call.outcome.is_ok() { "ok" } else { "error" };
         let labels = [
-            KeyValue::new("agent", agent.as_str()),
-            KeyValue::new("model", model.to_string()),
-            KeyValue::new("provider", provider),
+            KeyValue::new("agent", call.agent.as_str()),
+            KeyValue::new("model", call.model.to_string()),
+            KeyValue::new("provider", call.provider),
         ];
         let mut with_outcome = labels.to_vec();
         with_outcome.push(KeyValue::new("outcome", outcome));
-        self.inner
-            .llm_duration
-            .record(elapsed.as_secs_f64(), &with_outcome);
-        if let Some(usage) = usage {
+        let seconds = call.elapsed.as_secs_f64();
+        self.inner.llm_duration.record(seconds, &with_outcome);
+        if let Ok((_, usage)) = call.outcome {
             for (kind, n) in [
                 ("input", usage.input_tokens),
                 ("output", usage.output_tokens),
@@ -225,6 +316,34 @@ impl Metrics {
                 let mut with_type = labels.to_vec();
                 with_type.push(KeyValue::new("type", kind));
                 self.inner.llm_tokens.add(n, &with_type);
+            }
+        }
+        if let Some(genai) = &self.inner.genai {
+            let mut attributes = vec![
+                KeyValue::new("gen_ai.operation.name", "chat"),
+                KeyValue::new("gen_ai.provider.name", call.provider),
+                KeyValue::new("gen_ai.request.model", call.model.to_string()),
+            ];
+            match call.outcome {
+                Ok((response_model, usage)) => {
+                    attributes.push(KeyValue::new(
+                        "gen_ai.response.model",
+                        response_model.to_string(),
+                    ));
+                    genai.operation_duration.record(seconds, &attributes);
+                    for (kind, n) in [
+                        ("input", usage.input_tokens),
+                        ("output", usage.output_tokens),
+                    ] {
+                        let mut with_type = attributes.clone();
+                        with_type.push(KeyValue::new("gen_ai.token.type", kind));
+                        genai.token_usage.record(n, &with_type);
+                    }
+                }
+                Err(error_type) => {
+                    attributes.push(KeyValue::new("error.type", error_type.to_string()));
+                    genai.operation_duration.record(seconds, &attributes);
+                }
             }
         }
     }

@@ -1,10 +1,13 @@
-//! Telemetry: traces exported over OTLP/HTTP when an endpoint is set, logs as
-//! one JSON object per line on stdout (human-readable on a terminal or with
-//! `LOG_FORMAT=pretty`) carrying `trace_id`, `span_id` and `run_id`, and the
-//! metrics (`metrics`).
+//! Telemetry set-up from the standard `OTEL_*` variables: traces and logs
+//! exported over OTLP/HTTP when an endpoint is set (metrics are pushed by
+//! `metrics`, per server), logs as one JSON object per line on stdout
+//! (human-readable on a terminal or with `LOG_FORMAT=pretty`) carrying
+//! `trace_id`, `span_id` and `run_id`. Without an endpoint nothing is
+//! exported; everything buffered is flushed by `Telemetry::shutdown`.
 //!
-//! Layout: `metrics` (instruments and `/metrics`), `json` (the log line
-//! format), `trace` (a run's trace context, the GenAI spans, `traceparent`).
+//! Layout: `metrics` (instruments, `/metrics`, OTLP metrics), `json` (the log
+//! line, on stdout and as an OTLP log record), `trace` (a run's trace
+//! context, the GenAI spans, `traceparent`).
 
 pub mod json;
 pub mod metrics;
@@ -12,8 +15,11 @@ pub mod trace;
 
 use std::io::IsTerminal;
 
+use opentelemetry::logs::LoggerProvider as _;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::prelude::*;
@@ -22,37 +28,61 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// What is logged when `RUST_LOG` is unset: our own info, others' warnings.
 const DEFAULT_FILTER: &str = "info,actix_server=warn,tokio_postgres=warn,deadpool=warn";
 
-/// Keeps the tracer provider so everything is flushed at shutdown.
+/// Keeps the exporting providers so everything is flushed at shutdown.
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    traces: Option<SdkTracerProvider>,
+    logs: Option<SdkLoggerProvider>,
 }
 
 impl Telemetry {
     /// Exports what is still buffered; call once, at exit.
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider
+        if let Some(provider) = self.traces
             && let Err(error) = provider.shutdown()
         {
             eprintln!("agent-server: flushing traces failed: {error}");
         }
+        if let Some(provider) = self.logs
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("agent-server: flushing logs failed: {error}");
+        }
     }
 }
 
-/// Whether any OTLP endpoint for traces is configured.
-fn traces_endpoint_set() -> bool {
+/// Whether an OTLP endpoint is set for `signal` (`TRACES`, `METRICS`,
+/// `LOGS`), by its own variable or the common one.
+pub(crate) fn otlp_endpoint_set(signal: &str) -> bool {
     [
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
     ]
     .iter()
     .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+}
+
+/// What every signal says about its source: the SDK's detectors read
+/// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`; a service neither
+/// names is `agent-server`.
+pub(crate) fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    let unnamed = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_none_or(|name| name.as_str().starts_with("unknown_service"));
+    if unnamed {
+        Resource::builder()
+            .with_service_name("agent-server")
+            .build()
+    } else {
+        detected
+    }
 }
 
 /// Installs the global subscriber (a second call, in tests, is a no-op) and,
 /// with an OTLP endpoint, the trace exporter.
 pub fn init() -> Telemetry {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let pretty = match std::env::var("LOG_FORMAT").as_deref() {
         Ok("pretty") => true,
         Ok("json") => false,
@@ -62,8 +92,9 @@ pub fn init() -> Telemetry {
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
 
-    let provider = traces_endpoint_set().then(build_provider).flatten();
-    let otel_layer = provider.as_ref().map(|provider| {
+    let traces = otlp_endpoint_set("TRACES").then(tracer_provider).flatten();
+    let logs_provider = otlp_endpoint_set("LOGS").then(logger_provider).flatten();
+    let otel_layer = traces.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("agent-server"))
             // Only the spans meant for the trace: ours and the HTTP server's.
@@ -72,25 +103,30 @@ pub fn init() -> Telemetry {
                     || meta.target().starts_with("tracing_actix_web")
             }))
     });
-    if let Some(provider) = &provider {
+    if let Some(provider) = &traces {
         opentelemetry::global::set_tracer_provider(provider.clone());
     }
-    let logs = if pretty {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stdout)
-            .boxed()
-    } else {
-        json::JsonLines.boxed()
+    // The JSON lines go to stdout unless a person reads it; the same records
+    // go over OTLP either way.
+    let lines = json::JsonLines {
+        stdout: !pretty,
+        otlp: logs_provider
+            .as_ref()
+            .map(|provider| provider.logger("agent-server")),
     };
+    let human = pretty.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stdout));
     let _ = tracing_subscriber::registry()
         .with(otel_layer)
-        .with(logs.with_filter(filter))
+        .with(human.with_filter(filter()))
+        .with(lines.with_filter(filter()))
         .try_init();
-    Telemetry { provider }
+    Telemetry {
+        traces,
+        logs: logs_provider,
+    }
 }
 
-fn build_provider() -> Option<SdkTracerProvider> {
-    use opentelemetry_otlp::WithExportConfig;
+fn tracer_provider() -> Option<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
@@ -102,15 +138,31 @@ fn build_provider() -> Option<SdkTracerProvider> {
             return None;
         }
     };
-    let mut resource = Resource::builder();
-    if std::env::var("OTEL_SERVICE_NAME").is_err() {
-        resource = resource.with_service_name("agent-server");
-    }
+    // The sampler comes from OTEL_TRACES_SAMPLER(_ARG), read by the SDK.
     Some(
         SdkTracerProvider::builder()
-            .with_resource(resource.build())
+            .with_resource(resource())
             .with_batch_exporter(exporter)
             .with_id_generator(trace::PresetIds::default())
             .build(),
     )
+}
+
+fn logger_provider() -> Option<SdkLoggerProvider> {
+    let exporter = opentelemetry_otlp::LogExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
+        .build();
+    match exporter {
+        Ok(exporter) => Some(
+            SdkLoggerProvider::builder()
+                .with_resource(resource())
+                .with_batch_exporter(exporter)
+                .build(),
+        ),
+        Err(error) => {
+            eprintln!("agent-server: OTLP log export is off: {error}");
+            None
+        }
+    }
 }

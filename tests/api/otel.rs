@@ -1,8 +1,9 @@
 //! OpenTelemetry export, decoded by an OTLP/HTTP receiver in the test: a
 //! delegated run with an approval is one trace of GenAI spans, joined to the
 //! caller's trace; work resumed after a kill -9 joins the same trace; log
-//! lines inside a run carry its trace id; the model receives a `traceparent`
-//! of that trace.
+//! lines inside a run carry its trace id, on stdout and over OTLP; the model
+//! receives a `traceparent` of that trace; the metrics, with the standard
+//! GenAI client instruments, are pushed over OTLP and flushed at shutdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,22 +29,51 @@ struct Span {
     attributes: HashMap<String, Value>,
 }
 
-/// Receives OTLP/HTTP JSON trace exports.
+/// What the receiver got besides spans: each OTLP JSON export body.
+#[derive(Clone, Default)]
+struct Bodies {
+    metrics: Arc<Mutex<Vec<Value>>>,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+/// Receives OTLP/HTTP JSON exports of the three signals.
 #[derive(Clone)]
 struct Receiver {
     endpoint: String,
     spans: Arc<Mutex<Vec<Span>>>,
+    bodies: Bodies,
 }
 
 impl Receiver {
     async fn start() -> Receiver {
         let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+        let bodies = Bodies::default();
         let data = web::Data::new(spans.clone());
+        let other = web::Data::new(bodies.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(other.clone())
                 .app_data(web::JsonConfig::default().limit(64 * 1024 * 1024))
                 .route("/v1/traces", web::post().to(receive))
+                .route(
+                    "/v1/metrics",
+                    web::post().to(
+                        |body: web::Json<Value>, bodies: web::Data<Bodies>| async move {
+                            bodies.metrics.lock().unwrap().push(body.into_inner());
+                            HttpResponse::Ok().json(json!({}))
+                        },
+                    ),
+                )
+                .route(
+                    "/v1/logs",
+                    web::post().to(
+                        |body: web::Json<Value>, bodies: web::Data<Bodies>| async move {
+                            bodies.logs.lock().unwrap().push(body.into_inner());
+                            HttpResponse::Ok().json(json!({}))
+                        },
+                    ),
+                )
         })
         .workers(1)
         .disable_signals()
@@ -54,7 +84,63 @@ impl Receiver {
         Receiver {
             endpoint: format!("http://127.0.0.1:{port}"),
             spans,
+            bodies,
         }
+    }
+
+    /// The data points of metric `name` in the last export that has it, with
+    /// their attributes decoded, and the exporting resource's attributes.
+    fn metric(&self, name: &str) -> (Vec<(HashMap<String, Value>, Value)>, HashMap<String, Value>) {
+        let bodies = self.bodies.metrics.lock().unwrap();
+        for body in bodies.iter().rev() {
+            for resource in body["resourceMetrics"].as_array().into_iter().flatten() {
+                for scope in resource["scopeMetrics"].as_array().into_iter().flatten() {
+                    for metric in scope["metrics"].as_array().into_iter().flatten() {
+                        if metric["name"] != name {
+                            continue;
+                        }
+                        let data = ["sum", "histogram", "gauge"]
+                            .iter()
+                            .find_map(|kind| metric.get(*kind))
+                            .unwrap_or_else(|| panic!("{name} has no data: {metric}"));
+                        let points = data["dataPoints"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|point| (attributes(&point["attributes"]), point.clone()))
+                            .collect();
+                        return (points, attributes(&resource["resource"]["attributes"]));
+                    }
+                }
+            }
+        }
+        panic!("no export has the metric {name}")
+    }
+
+    /// Every log record received, with its trace id and attributes decoded.
+    fn log_records(&self) -> Vec<(String, String, HashMap<String, Value>)> {
+        let bodies = self.bodies.logs.lock().unwrap();
+        let mut records = Vec::new();
+        for body in bodies.iter() {
+            for resource in body["resourceLogs"].as_array().into_iter().flatten() {
+                for scope in resource["scopeLogs"].as_array().into_iter().flatten() {
+                    for record in scope["logRecords"].as_array().into_iter().flatten() {
+                        records.push((
+                            record["traceId"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_lowercase(),
+                            attribute_value(&record["body"])
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                            attributes(&record["attributes"]),
+                        ));
+                    }
+                }
+            }
+        }
+        records
     }
 
     fn spans(&self) -> Vec<Span> {
@@ -85,22 +171,36 @@ fn attribute_value(value: &Value) -> Value {
     }
 }
 
+/// An OTLP JSON attribute list as a map.
+fn attributes(list: &Value) -> HashMap<String, Value> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|kv| {
+            (
+                kv["key"].as_str().unwrap().to_string(),
+                attribute_value(&kv["value"]),
+            )
+        })
+        .collect()
+}
+
+/// A number OTLP JSON may write as a string (64-bit integers).
+fn number(value: &Value) -> f64 {
+    match value {
+        Value::String(s) => s.parse().unwrap(),
+        other => other
+            .as_f64()
+            .unwrap_or_else(|| panic!("not a number: {other}")),
+    }
+}
+
 async fn receive(body: web::Json<Value>, spans: web::Data<Arc<Mutex<Vec<Span>>>>) -> HttpResponse {
     let mut spans = spans.lock().unwrap();
     for resource in body["resourceSpans"].as_array().into_iter().flatten() {
         for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
             for span in scope["spans"].as_array().into_iter().flatten() {
-                let attributes = span["attributes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|kv| {
-                        (
-                            kv["key"].as_str().unwrap().to_string(),
-                            attribute_value(&kv["value"]),
-                        )
-                    })
-                    .collect();
+                let attributes = attributes(&span["attributes"]);
                 spans.push(Span {
                     trace_id: span["traceId"].as_str().unwrap_or_default().to_lowercase(),
                     span_id: span["spanId"].as_str().unwrap_or_default().to_lowercase(),
@@ -139,6 +239,9 @@ async fn traced_server(
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
             ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            // Metrics leave only when the server stops: the test sees that
+            // the last figures are flushed then.
+            ("OTEL_METRIC_EXPORT_INTERVAL", "3600000"),
             ("LOG_FORMAT", "json"),
             ("RUST_LOG", "info"),
         ],
@@ -282,6 +385,51 @@ async fn a_delegated_run_with_an_approval_is_one_trace_of_genai_spans() {
         assert!(logged.get(key).is_some(), "{key} in {logged}");
     }
     assert!(server.terminate().success());
+
+    // The same log line went over OTLP with the run's trace context.
+    let records = receiver.log_records();
+    let message = logged["message"].as_str().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|(trace, body, attributes)| trace == CALLER_TRACE
+                && body == message
+                && attributes.get("run_id") == Some(&json!(id))),
+        "no OTLP log record of the run: {records:?}"
+    );
+
+    // Metrics, pushed when the server stopped: the contract's instruments
+    // and the standard GenAI ones, 4 model calls with their tokens.
+    let (tokens, resource) = receiver.metric("agentops_llm_tokens_total");
+    assert_eq!(resource["service.name"], "agent-server");
+    assert!(
+        tokens
+            .iter()
+            .any(|(labels, point)| labels["agent"] == "coding"
+                && labels["type"] == "input"
+                && number(&point["asInt"]) > 0.0)
+    );
+    let (usage, _) = receiver.metric("gen_ai.client.token.usage");
+    for kind in ["input", "output"] {
+        let calls: f64 = usage
+            .iter()
+            .filter(|(labels, _)| labels["gen_ai.token.type"] == kind)
+            .map(|(labels, point)| {
+                assert_eq!(labels["gen_ai.operation.name"], "chat");
+                assert_eq!(labels["gen_ai.provider.name"], "openai");
+                assert_eq!(labels["gen_ai.request.model"], "mock-model");
+                assert_eq!(labels["gen_ai.response.model"], "mock-model");
+                number(&point["count"])
+            })
+            .sum();
+        assert_eq!(calls, 4.0, "{kind} tokens of 4 model calls");
+    }
+    let (durations, _) = receiver.metric("gen_ai.client.operation.duration");
+    let calls: f64 = durations
+        .iter()
+        .map(|(_, point)| number(&point["count"]))
+        .sum();
+    assert_eq!(calls, 4.0);
 }
 
 #[actix_web::test]
@@ -386,12 +534,17 @@ async fn no_secret_reaches_a_log_line_a_span_a_metric_or_the_journal() {
     let stdout = server.stdout.clone();
     assert!(server.terminate().success());
     let logs = stdout.lock().unwrap().join("\n");
+    let exported_logs = format!("{:?}", receiver.bodies.logs.lock().unwrap());
+    let exported_metrics = format!("{:?}", receiver.bodies.metrics.lock().unwrap());
+    assert!(exported_logs.contains("model call failed"));
     for (place, text) in [
         ("the run", failed.to_string()),
         ("the journal", journal),
         ("the metrics", metrics),
         ("the spans", spans),
         ("the logs", logs),
+        ("the OTLP logs", exported_logs),
+        ("the OTLP metrics", exported_metrics),
     ] {
         assert!(!text.contains(KEY), "the key reached {place}");
         assert!(
