@@ -29,6 +29,11 @@ struct Span {
     attributes: HashMap<String, Value>,
 }
 
+/// Decoded OTLP attributes.
+type Attributes = HashMap<String, Value>;
+/// A metric's data point: its attributes and the point as sent.
+type Point = (Attributes, Value);
+
 /// What the receiver got besides spans: each OTLP JSON export body.
 #[derive(Clone, Default)]
 struct Bodies {
@@ -90,7 +95,7 @@ impl Receiver {
 
     /// The data points of metric `name` in the last export that has it, with
     /// their attributes decoded, and the exporting resource's attributes.
-    fn metric(&self, name: &str) -> (Vec<(HashMap<String, Value>, Value)>, HashMap<String, Value>) {
+    fn metric(&self, name: &str) -> (Vec<Point>, Attributes) {
         let bodies = self.bodies.metrics.lock().unwrap();
         for body in bodies.iter().rev() {
             for resource in body["resourceMetrics"].as_array().into_iter().flatten() {
