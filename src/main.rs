@@ -20,11 +20,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The bench measures what exporting telemetry costs. Without a collector
+    // of the user's it exports to a sink of its own that discards everything.
+    let mut sink = None;
+    if command == "bench" && !agent_server::telemetry::otlp_endpoint_set("TRACES") {
+        match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| Ok((l.local_addr()?, l))) {
+            Ok((address, listener)) => {
+                // SAFETY: no other thread exists yet to read the environment.
+                unsafe {
+                    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{address}"))
+                };
+                sink = Some(listener);
+            }
+            Err(error) => eprintln!("agent-server: no local OTLP sink for the bench: {error}"),
+        }
+    }
     let telemetry = agent_server::telemetry::init();
-    let outcome = actix_rt::System::new().block_on(async move {
+    let outcome = actix_rt::System::new().block_on(async {
         match command.as_str() {
             "migrate" => startup::migrate(&settings).await,
-            "bench" => agent_server::bench::run(settings).await,
+            "bench" => agent_server::bench::run(settings, &telemetry, sink).await,
             _ => {
                 Application::build(settings)
                     .await?

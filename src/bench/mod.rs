@@ -6,7 +6,9 @@
 //!    entry with its summary update.
 //! 3. The wall time of one agent step (a model turn that asks for a safe
 //!    tool, and the tool) through the real actor, with a model that answers
-//!    at once.
+//!    at once; with OTLP export of spans, logs and metrics off and on
+//!    (to the user's collector, or else to a local sink that discards it),
+//!    interleaved, and what exporting costs per step.
 //! 4. Journaled entries per second with 64 runs stepping at once.
 //! 5. The latency from a journal commit to its receipt by WebSocket clients
 //!    (`ws`), with 1, 100 and 1,000 clients subscribed.
@@ -109,7 +111,48 @@ pub(crate) fn summarize(name: &str, mut samples: Vec<Duration>) -> (Duration, Du
     (p50, p99)
 }
 
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+/// Requests and bytes the sink received, to show that export happened.
+#[derive(Default)]
+struct SinkCount {
+    requests: std::sync::atomic::AtomicUsize,
+    bytes: std::sync::atomic::AtomicUsize,
+}
+
+/// Answers every OTLP export with success and drops it, so the "export on"
+/// figures include building and sending the data but no collector's work.
+fn start_sink(listener: std::net::TcpListener) -> anyhow::Result<Arc<SinkCount>> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use std::sync::atomic::Ordering::Relaxed;
+    let count = Arc::new(SinkCount::default());
+    let counted = web::Data::from(count.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(counted.clone())
+            .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+            .default_service(web::to(
+                |body: web::Bytes, count: web::Data<SinkCount>| async move {
+                    count.requests.fetch_add(1, Relaxed);
+                    count.bytes.fetch_add(body.len(), Relaxed);
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body("{}")
+                },
+            ))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    actix_rt::spawn(server);
+    Ok(count)
+}
+
+pub async fn run(
+    settings: Settings,
+    telemetry: &crate::telemetry::Telemetry,
+    sink: Option<std::net::TcpListener>,
+) -> anyhow::Result<()> {
+    let sink = sink.map(start_sink).transpose()?;
     let database = open_database(&settings, "agent_server_bench").await?;
     let pool = database.pool.clone();
     println!("agent-server bench on {}", database.description);
@@ -183,7 +226,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         loki: None,
     };
     let arbiters = crate::startup::run_arbiters();
-    let registry_for = |steps: u32| {
+    let registry_with = |steps: u32, export: bool| {
         let model: Arc<dyn ModelClient> = Arc::new(InstantModel { steps });
         let deps = Arc::new(RunDeps {
             pool: pool.clone(),
@@ -192,27 +235,66 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             max_iterations: steps + 10,
             deltas: crate::realtime::DeltaHub::new(),
             feed: crate::realtime::Feed::new(),
-            metrics: crate::telemetry::metrics::Metrics::new(),
+            metrics: crate::telemetry::metrics::Metrics::with_export(export),
             models: Arc::new(HashMap::from([(AgentName::Coding, "instant".to_string())])),
         });
         RunRegistry::new(deps, arbiters.clone())
     };
+    let registry_for = |steps: u32| registry_with(steps, false);
 
-    let registry = registry_for(STEPS_PER_RUN);
-    let mut per_step = Vec::with_capacity(STEP_REPEATS);
+    // Off and on take turns, so a busy moment of the machine hits both.
+    let exporting = crate::telemetry::otlp_endpoint_set("TRACES");
+    let off = registry_with(STEPS_PER_RUN, false);
+    let on = registry_with(STEPS_PER_RUN, true);
+    let mut per_step_off = Vec::with_capacity(STEP_REPEATS);
+    let mut per_step_on = Vec::with_capacity(STEP_REPEATS);
     for _ in 0..STEP_REPEATS {
-        let started = Instant::now();
-        let ids = start_runs(&registry, 1).await?;
-        wait_finished(&registry, &ids).await;
-        per_step.push(started.elapsed() / STEPS_PER_RUN);
+        for (export, registry, samples) in [
+            (false, &off, &mut per_step_off),
+            (true, &on, &mut per_step_on),
+        ] {
+            if export && !exporting {
+                continue;
+            }
+            crate::telemetry::set_exporting(export);
+            let started = Instant::now();
+            let ids = start_runs(registry, 1).await?;
+            wait_finished(registry, &ids).await;
+            // What was buffered is part of the cost: it leaves before the
+            // clock stops.
+            telemetry.flush();
+            samples.push(started.elapsed() / STEPS_PER_RUN);
+        }
     }
-    per_step.sort();
-    println!(
-        "{:<44} median {:>6.3} ms   best {:>6.3} ms per step  ({STEP_REPEATS} runs of {STEPS_PER_RUN} steps; target < 0.76 ms)",
-        "agent step (model turn + safe tool)",
-        per_step[STEP_REPEATS / 2].as_secs_f64() * 1e3,
-        per_step[0].as_secs_f64() * 1e3,
-    );
+    crate::telemetry::set_exporting(true);
+    let report = |name: &str, samples: &mut Vec<Duration>| {
+        samples.sort();
+        let median = samples[samples.len() / 2];
+        println!(
+            "{name:<44} median {:>6.3} ms   best {:>6.3} ms per step  ({STEP_REPEATS} runs of {STEPS_PER_RUN} steps; target < 0.76 ms)",
+            median.as_secs_f64() * 1e3,
+            samples[0].as_secs_f64() * 1e3,
+        );
+        median
+    };
+    let median_off = report("agent step, telemetry export off", &mut per_step_off);
+    if exporting {
+        let median_on = report("agent step, telemetry export on", &mut per_step_on);
+        println!(
+            "{:<44} {:>+6.1} % of the step (median on vs off; target <= 10 %)",
+            "  cost of exporting telemetry",
+            (median_on.as_secs_f64() / median_off.as_secs_f64() - 1.0) * 100.0
+        );
+        if let Some(sink) = &sink {
+            use std::sync::atomic::Ordering::Relaxed;
+            println!(
+                "{:<44} {} OTLP requests, {:.1} MiB, to the bench's own sink",
+                "  exported",
+                sink.requests.load(Relaxed),
+                sink.bytes.load(Relaxed) as f64 / (1024.0 * 1024.0)
+            );
+        }
+    }
 
     let registry = registry_for(STEPS_PER_CONCURRENT_RUN);
     let started = Instant::now();

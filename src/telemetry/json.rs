@@ -83,7 +83,8 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if !self.stdout && self.otlp.is_none() {
+        let otlp = self.otlp.as_ref().filter(|_| super::exporting());
+        if !self.stdout && otlp.is_none() {
             return;
         }
         let meta = event.metadata();
@@ -135,7 +136,7 @@ where
         for (key, value) in fields {
             line.entry(key).or_insert(value);
         }
-        if let Some(logger) = &self.otlp {
+        if let Some(logger) = otlp {
             export(logger, meta, now, &line);
         }
         if self.stdout {

@@ -118,16 +118,14 @@ impl GenAi {
     }
 }
 
-/// A reader pushing over OTLP/HTTP (JSON) every `OTEL_METRIC_EXPORT_INTERVAL`
+/// A reader pushing over OTLP/HTTP every `OTEL_METRIC_EXPORT_INTERVAL`
 /// (the SDK reads it; 60 s by default), when an endpoint for metrics is set.
 fn otlp_reader() -> Option<PeriodicReader<opentelemetry_otlp::MetricExporter>> {
-    use opentelemetry_otlp::WithExportConfig;
     if !super::otlp_endpoint_set("METRICS") {
         return None;
     }
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
-        .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
         .build();
     match exporter {
         Ok(exporter) => Some(PeriodicReader::builder(exporter).build()),
@@ -156,7 +154,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The server's metrics, pushed over OTLP when an endpoint is set.
     pub fn new() -> Metrics {
+        Metrics::with_export(true)
+    }
+
+    /// `export: false` keeps them in `/metrics` only (for the bench).
+    pub fn with_export(export: bool) -> Metrics {
         let registry = prometheus::Registry::new();
         // Without a registry the exporter cannot fail to build; a failure
         // would leave /metrics empty rather than stop the server.
@@ -172,7 +176,7 @@ impl Metrics {
             Ok(exporter) => builder = builder.with_reader(exporter),
             Err(error) => tracing::warn!(%error, "the Prometheus exporter failed to build"),
         }
-        if let Some(reader) = otlp_reader() {
+        if let Some(reader) = export.then(otlp_reader).flatten() {
             builder = builder.with_reader(reader);
         }
         let provider = builder.build();
@@ -259,7 +263,7 @@ impl Metrics {
                 ),
                 registry,
                 provider,
-                genai: GenAi::new(),
+                genai: export.then(GenAi::new).flatten(),
                 board,
             }),
         }

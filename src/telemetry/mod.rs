@@ -1,5 +1,6 @@
 //! Telemetry set-up from the standard `OTEL_*` variables: traces and logs
-//! exported over OTLP/HTTP when an endpoint is set (metrics are pushed by
+//! exported over OTLP/HTTP (protobuf, or JSON with
+//! `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`) when an endpoint is set (metrics are pushed by
 //! `metrics`, per server), logs as one JSON object per line on stdout
 //! (human-readable on a terminal or with `LOG_FORMAT=pretty`) carrying
 //! `trace_id`, `span_id` and `run_id`. Without an endpoint nothing is
@@ -14,19 +15,33 @@ pub mod metrics;
 pub mod trace;
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::logs::LoggerProvider as _;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::dynamic_filter_fn;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, Layer};
 
 /// What is logged when `RUST_LOG` is unset: our own info, others' warnings.
 const DEFAULT_FILTER: &str = "info,actix_server=warn,tokio_postgres=warn,deadpool=warn";
+
+/// Whether spans and log records go to the OTLP exporters set up by `init`.
+/// Always on in the server; the bench turns it off and on to measure what
+/// exporting costs in one process.
+static EXPORTING: AtomicBool = AtomicBool::new(true);
+
+/// Turns OTLP export of spans and log records on or off (for the bench).
+pub fn set_exporting(on: bool) {
+    EXPORTING.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// Keeps the exporting providers so everything is flushed at shutdown.
 pub struct Telemetry {
@@ -35,6 +50,16 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// Exports what is buffered now and waits until it has left.
+    pub fn flush(&self) {
+        if let Some(provider) = &self.traces {
+            let _ = provider.force_flush();
+        }
+        if let Some(provider) = &self.logs {
+            let _ = provider.force_flush();
+        }
+    }
+
     /// Exports what is still buffered; call once, at exit.
     pub fn shutdown(self) {
         if let Some(provider) = self.traces
@@ -52,7 +77,7 @@ impl Telemetry {
 
 /// Whether an OTLP endpoint is set for `signal` (`TRACES`, `METRICS`,
 /// `LOGS`), by its own variable or the common one.
-pub(crate) fn otlp_endpoint_set(signal: &str) -> bool {
+pub fn otlp_endpoint_set(signal: &str) -> bool {
     [
         format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"),
         "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
@@ -97,10 +122,19 @@ pub fn init() -> Telemetry {
     let otel_layer = traces.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("agent-server"))
+            // Lean spans: no busy/idle timing on every enter and exit, no
+            // thread or source location attributes, which a reader of a
+            // run's trace has no use for.
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
             // Only the spans meant for the trace: ours and the HTTP server's.
-            .with_filter(filter_fn(|meta| {
-                meta.target().starts_with(trace::TARGET)
-                    || meta.target().starts_with("tracing_actix_web")
+            // Dynamic (asked per span, not cached per call site) so that
+            // `set_exporting` takes effect at once.
+            .with_filter(dynamic_filter_fn(|meta, _| {
+                exporting()
+                    && (meta.target().starts_with(trace::TARGET)
+                        || meta.target().starts_with("tracing_actix_web"))
             }))
     });
     if let Some(provider) = &traces {
@@ -129,7 +163,6 @@ pub fn init() -> Telemetry {
 fn tracer_provider() -> Option<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
         .build();
     let exporter = match exporter {
         Ok(exporter) => exporter,
@@ -151,7 +184,6 @@ fn tracer_provider() -> Option<SdkTracerProvider> {
 fn logger_provider() -> Option<SdkLoggerProvider> {
     let exporter = opentelemetry_otlp::LogExporter::builder()
         .with_http()
-        .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
         .build();
     match exporter {
         Ok(exporter) => Some(

@@ -243,6 +243,7 @@ async fn traced_server(
         workspace.path(),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
             ("OTEL_BSP_SCHEDULE_DELAY", "50"),
             // Metrics leave only when the server stops: the test sees that
             // the last figures are flushed then.
@@ -360,6 +361,11 @@ async fn a_delegated_run_with_an_approval_is_one_trace_of_genai_spans() {
     assert_eq!(tool.parent, child.span_id);
     assert_eq!(tool.attributes["gen_ai.tool.name"], "shell");
     assert_eq!(tool.attributes["gen_ai.tool.call.id"], "call_s");
+    // The HTTP server's span of the request that created the run is in the
+    // caller's trace too, under the caller's span.
+    let request = find(&spans, "POST /api/runs");
+    assert_eq!(request.trace_id, CALLER_TRACE);
+    assert_eq!(request.parent, CALLER_SPAN);
     let write = find(&spans, "INSERT run_events");
     assert_eq!(write.attributes["db.system.name"], "postgresql");
     assert_eq!(write.trace_id, CALLER_TRACE);
@@ -507,6 +513,7 @@ async fn no_secret_reaches_a_log_line_a_span_a_metric_or_the_journal() {
         workspace.path(),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
             ("OTEL_BSP_SCHEDULE_DELAY", "50"),
             ("LOG_FORMAT", "json"),
             ("RUST_LOG", "debug"),
