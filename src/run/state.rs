@@ -326,6 +326,7 @@ impl RunState {
                 trace_id: run_id.simple().to_string(),
                 span_id: format!("{:016x}", run_id.as_u64_pair().1 | 1),
                 parent_span_id: None,
+                sampled: true,
             }),
             agent_started_at: HashMap::new(),
             frames: vec![Frame::new(*agent, task.clone(), None)],

@@ -6,6 +6,11 @@
 //! agent's span id is derived from the run and its `delegate` call, so it is
 //! the same after a restart. Spans that cover waiting (an agent's activation,
 //! an approval) are emitted when they end, with their journaled start time.
+//!
+//! Whether the run's trace is sampled is decided once, when the run is
+//! created (by `OTEL_TRACES_SAMPLER`, or the caller's `traceparent` flags for
+//! the parent-based samplers), and journaled with it, so every span of the
+//! run, before and after a restart, follows the same decision.
 
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::{
@@ -28,6 +33,57 @@ pub struct TraceRef {
     pub span_id: String,
     /// The caller's span, when the run was created inside a trace.
     pub parent_span_id: Option<String>,
+    /// Whether the trace is recorded; runs journaled before this field
+    /// existed were.
+    #[serde(default = "sampled_by_default")]
+    pub sampled: bool,
+}
+
+fn sampled_by_default() -> bool {
+    true
+}
+
+/// The sampler `OTEL_TRACES_SAMPLER` (and `_ARG`) name, read once; the
+/// SDK's own default configuration reads the same variables.
+fn sampler() -> &'static dyn opentelemetry_sdk::trace::ShouldSample {
+    static SAMPLER: std::sync::OnceLock<Box<dyn opentelemetry_sdk::trace::ShouldSample>> =
+        std::sync::OnceLock::new();
+    SAMPLER
+        .get_or_init(|| opentelemetry_sdk::trace::Config::default().sampler)
+        .as_ref()
+}
+
+/// The sampler's decision for a run's new trace, under the caller's span
+/// (`Some((span id, sampled flag))`) or none.
+fn decide(trace_id: &str, caller: Option<(&str, bool)>) -> bool {
+    let trace = TraceId::from_hex(trace_id).unwrap_or(TraceId::INVALID);
+    let parent = caller.map(|(span, sampled)| {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let span = SpanId::from_hex(span).unwrap_or(SpanId::INVALID);
+        Context::new().with_remote_span_context(SpanContext::new(
+            trace,
+            span,
+            flags,
+            true,
+            TraceState::default(),
+        ))
+    });
+    let result = sampler().should_sample(
+        parent.as_ref(),
+        trace,
+        "invoke_agent",
+        &SpanKind::Internal,
+        &[],
+        &[],
+    );
+    matches!(
+        result.decision,
+        opentelemetry_sdk::trace::SamplingDecision::RecordAndSample
+    )
 }
 
 impl TraceRef {
@@ -36,16 +92,28 @@ impl TraceRef {
         let random = Uuid::new_v4().as_u128();
         let span_id = format!("{:016x}", (random as u64) | 1);
         match traceparent.and_then(parse_traceparent) {
-            Some((trace_id, parent)) => TraceRef {
-                trace_id,
-                span_id,
-                parent_span_id: Some(parent),
-            },
-            None => TraceRef {
-                trace_id: format!("{:032x}", Uuid::new_v4().as_u128()),
-                span_id,
-                parent_span_id: None,
-            },
+            Some((trace_id, parent)) => {
+                // The flags are the last field, already checked to be hex.
+                let caller_sampled = traceparent
+                    .and_then(|h| h.trim().rsplit('-').next())
+                    .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+                    .is_some_and(|flags| flags & 1 == 1);
+                TraceRef {
+                    sampled: decide(&trace_id, Some((&parent, caller_sampled))),
+                    trace_id,
+                    span_id,
+                    parent_span_id: Some(parent),
+                }
+            }
+            None => {
+                let trace_id = format!("{:032x}", Uuid::new_v4().as_u128());
+                TraceRef {
+                    sampled: decide(&trace_id, None),
+                    trace_id,
+                    span_id,
+                    parent_span_id: None,
+                }
+            }
         }
     }
 
@@ -64,15 +132,15 @@ impl TraceRef {
         }
     }
 
-    /// The context whose span is `span_id` of this trace, as a parent.
+    /// The context whose span is `span_id` of this trace, as a parent; it
+    /// carries the run's sampling decision to the spans under it.
     pub fn context_of(&self, span_id: SpanId) -> Context {
-        let span = SpanContext::new(
-            self.trace_id(),
-            span_id,
-            TraceFlags::SAMPLED,
-            true,
-            TraceState::default(),
-        );
+        let flags = if self.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let span = SpanContext::new(self.trace_id(), span_id, flags, true, TraceState::default());
         Context::new().with_remote_span_context(span)
     }
 
@@ -249,6 +317,28 @@ mod tests {
         ] {
             assert_eq!(parse_traceparent(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_run_keeps_the_callers_sampling_decision_and_old_runs_are_sampled() {
+        // The default sampler (parent-based, always on) follows the caller.
+        let kept = TraceRef::new(Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ));
+        let dropped = TraceRef::new(Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        ));
+        assert!(kept.sampled && !dropped.sampled);
+        assert!(TraceRef::new(None).sampled);
+        let flags = |t: &TraceRef| t.agent_context(None).span().span_context().trace_flags();
+        assert!(flags(&kept).is_sampled() && !flags(&dropped).is_sampled());
+        let old: TraceRef = serde_json::from_value(serde_json::json!({
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "span_id": "00f067aa0ba902b7",
+            "parent_span_id": null
+        }))
+        .unwrap();
+        assert!(old.sampled);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! caller's trace; work resumed after a kill -9 joins the same trace; log
 //! lines inside a run carry its trace id, on stdout and over OTLP; the model
 //! receives a `traceparent` of that trace; the metrics, with the standard
-//! GenAI client instruments, are pushed over OTLP and flushed at shutdown.
+//! GenAI client instruments, are pushed over OTLP and flushed at shutdown;
+//! the standard variables name the service and choose the sampler.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -564,4 +565,48 @@ async fn no_secret_reaches_a_log_line_a_span_a_metric_or_the_journal() {
             "an Authorization header reached {place}"
         );
     }
+}
+
+#[actix_web::test]
+async fn the_standard_variables_name_the_service_and_choose_the_sampler() {
+    let receiver = Receiver::start().await;
+    let database_url = fresh_database().await;
+    let llm = MockLlm::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    llm.push(Reply::text("done"));
+    let vars = settings_map(
+        &database_url,
+        &llm,
+        workspace.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_SERVICE_NAME", "ops-agents"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "team=sre,deployment.environment.name=staging",
+            ),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+            ("LOG_FORMAT", "json"),
+        ],
+    );
+    let server = Server::start_with(vars).await;
+    let run = server
+        .api
+        .create_run(json!({"task": "t", "agent": "coding"}))
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    server.api.wait_for_status(&id, "completed").await;
+    assert!(server.terminate().success());
+
+    // Sampled out: the run still has its trace id, but no span leaves.
+    assert_eq!(run["trace_id"].as_str().unwrap().len(), 32);
+    assert!(receiver.spans().is_empty(), "{:?}", receiver.spans());
+    // Logs and metrics still do, from the named service.
+    assert!(!receiver.log_records().is_empty());
+    let (_, resource) = receiver.metric("agentops_runs_finished_total");
+    assert_eq!(resource["service.name"], "ops-agents");
+    assert_eq!(resource["team"], "sre");
+    assert_eq!(resource["deployment.environment.name"], "staging");
 }
