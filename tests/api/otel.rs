@@ -62,24 +62,8 @@ impl Receiver {
                 .app_data(other.clone())
                 .app_data(web::JsonConfig::default().limit(64 * 1024 * 1024))
                 .route("/v1/traces", web::post().to(receive))
-                .route(
-                    "/v1/metrics",
-                    web::post().to(
-                        |body: web::Json<Value>, bodies: web::Data<Bodies>| async move {
-                            bodies.metrics.lock().unwrap().push(body.into_inner());
-                            HttpResponse::Ok().json(json!({}))
-                        },
-                    ),
-                )
-                .route(
-                    "/v1/logs",
-                    web::post().to(
-                        |body: web::Json<Value>, bodies: web::Data<Bodies>| async move {
-                            bodies.logs.lock().unwrap().push(body.into_inner());
-                            HttpResponse::Ok().json(json!({}))
-                        },
-                    ),
-                )
+                // Metrics and logs are kept as sent, decoded when asked.
+                .route("/v1/{signal}", web::post().to(keep))
         })
         .workers(1)
         .disable_signals()
@@ -177,6 +161,20 @@ fn attribute_value(value: &Value) -> Value {
     }
 }
 
+async fn keep(
+    signal: web::Path<String>,
+    body: web::Json<Value>,
+    bodies: web::Data<Bodies>,
+) -> HttpResponse {
+    let list = match signal.as_str() {
+        "metrics" => &bodies.metrics,
+        "logs" => &bodies.logs,
+        _ => return HttpResponse::NotFound().finish(),
+    };
+    list.lock().unwrap().push(body.into_inner());
+    HttpResponse::Ok().json(json!({}))
+}
+
 /// An OTLP JSON attribute list as a map.
 fn attributes(list: &Value) -> HashMap<String, Value> {
     list.as_array()
@@ -232,13 +230,16 @@ fn find<'a>(spans: &'a [Span], name: &str) -> &'a Span {
     })
 }
 
-async fn traced_server(
+/// A server exporting to `receiver` in the JSON encoding it decodes, with
+/// `extra` settings on top.
+async fn traced_server_with(
     database_url: &str,
     llm: &MockLlm,
     workspace: &tempfile::TempDir,
     receiver: &Receiver,
+    extra: &[(&str, &str)],
 ) -> Server {
-    let vars = settings_map(
+    let mut vars = settings_map(
         database_url,
         llm,
         workspace.path(),
@@ -253,7 +254,19 @@ async fn traced_server(
             ("RUST_LOG", "info"),
         ],
     );
+    for (key, value) in extra {
+        vars.insert(key.to_string(), value.to_string());
+    }
     Server::start_with(vars).await
+}
+
+async fn traced_server(
+    database_url: &str,
+    llm: &MockLlm,
+    workspace: &tempfile::TempDir,
+    receiver: &Receiver,
+) -> Server {
+    traced_server_with(database_url, llm, workspace, receiver, &[]).await
 }
 
 #[actix_web::test]
@@ -508,20 +521,14 @@ async fn no_secret_reaches_a_log_line_a_span_a_metric_or_the_journal() {
         body: json!({"error": {"message": format!("Incorrect API key provided: {KEY}")}}),
         retry_after: None,
     });
-    let mut vars = settings_map(
+    let server = traced_server_with(
         &database_url,
         &llm,
-        workspace.path(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", "debug"),
-        ],
-    );
-    vars.insert("OPENAI_API_KEY".into(), KEY.into());
-    let server = Server::start_with(vars).await;
+        &workspace,
+        &receiver,
+        &[("RUST_LOG", "debug"), ("OPENAI_API_KEY", KEY)],
+    )
+    .await;
     let run = server
         .api
         .create_run(json!({"task": "t", "agent": "coding"}))
@@ -574,24 +581,21 @@ async fn the_standard_variables_name_the_service_and_choose_the_sampler() {
     let llm = MockLlm::start().await;
     let workspace = tempfile::tempdir().unwrap();
     llm.push(Reply::text("done"));
-    let vars = settings_map(
+    let server = traced_server_with(
         &database_url,
         &llm,
-        workspace.path(),
+        &workspace,
+        &receiver,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
             ("OTEL_SERVICE_NAME", "ops-agents"),
             (
                 "OTEL_RESOURCE_ATTRIBUTES",
                 "team=sre,deployment.environment.name=staging",
             ),
             ("OTEL_TRACES_SAMPLER", "always_off"),
-            ("LOG_FORMAT", "json"),
         ],
-    );
-    let server = Server::start_with(vars).await;
+    )
+    .await;
     let run = server
         .api
         .create_run(json!({"task": "t", "agent": "coding"}))
