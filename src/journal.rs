@@ -15,10 +15,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
+
+mod group;
+pub use group::{Writer, WriterStats};
 
 use crate::agents::AgentName;
 use crate::llm::Usage;
@@ -40,6 +43,9 @@ pub enum Error {
         seq: i64,
         reason: String,
     },
+    /// The group-commit writer is gone (the server is stopping).
+    #[error("the journal writer has stopped")]
+    WriterStopped,
 }
 
 /// The current time as PostgreSQL keeps it (whole microseconds), so an entry
@@ -184,6 +190,17 @@ pub async fn append(
     events: &[Event],
     summary: Option<&RunSummary>,
 ) -> Result<(), Error> {
+    let client = pool.get().await?;
+    append_on(&client, run_id, events, summary).await
+}
+
+/// `append` on a connection or inside a transaction (a group commit).
+async fn append_on<C: GenericClient + Sync>(
+    client: &C,
+    run_id: Uuid,
+    events: &[Event],
+    summary: Option<&RunSummary>,
+) -> Result<(), Error> {
     let Some(first) = events.first() else {
         return Ok(());
     };
@@ -203,7 +220,6 @@ pub async fn append(
         keys.push(event.key.as_str());
         payloads.push(payload);
     }
-    let client = pool.get().await?;
     // One statement, so one round trip and one commit, and all or nothing: an
     // entry whose `seq` or `key` is taken fails the whole statement, summary
     // update included, and the journal is left as it was.

@@ -7,7 +7,8 @@
 //! - `telemetry`: the tracing subscriber and the metrics served at `/metrics`.
 //! - `db`: the pool, the migrations, and the embedded PostgreSQL cluster.
 //! - `journal`: the only SQL for runs and their journal entries; appends are
-//!   idempotent by key and fenced by the last `seq`.
+//!   idempotent by key and fenced by the last `seq`, and committed together
+//!   when many runs append at once (`journal::Writer`).
 //! - `run`: the journal entries, the pure state machine, the run actor that
 //!   performs its effects, and the registry that supervises the actors.
 //! - `agents`: the agents' names, prompts and tool sets.

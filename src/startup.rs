@@ -123,6 +123,7 @@ impl Application {
             .map(|agent| (agent, model.model_for(agent)))
             .collect();
         let deps = Arc::new(RunDeps {
+            journal: crate::journal::Writer::start(database.pool.clone()),
             pool: database.pool.clone(),
             model: model.clone(),
             tools: ToolContext {

@@ -39,6 +39,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// What every run actor shares.
 pub struct RunDeps {
     pub pool: Pool,
+    /// Commits the actors' appends, several runs' in one transaction when
+    /// they come at once.
+    pub journal: journal::Writer,
     pub model: Arc<dyn ModelClient>,
     pub tools: ToolContext,
     pub max_iterations: u32,
@@ -209,7 +212,7 @@ impl RunActor {
         }
         let summary = state.summary();
         let changed = self.summary.as_ref() != Some(&summary);
-        let pool = self.deps.pool.clone();
+        let writer = self.deps.journal.clone();
         let run_id = self.run_id;
         let effect = transition.effect;
         let db_span = tracing::info_span!(target: trace::TARGET, parent: &self.span, "journal.append",
@@ -220,15 +223,9 @@ impl RunActor {
         self.join_trace(&db_span);
         let commit = async move {
             let started = Instant::now();
-            let outcome = journal::append(
-                &pool,
-                run_id,
-                &transition.events,
-                changed.then_some(&summary),
-            )
-            .await
-            .map(|()| (summary, transition.events));
-            (outcome, started.elapsed())
+            let stored = changed.then(|| summary.clone());
+            let (outcome, events) = writer.append(run_id, transition.events, stored).await;
+            (outcome.map(|()| (summary, events)), started.elapsed())
         }
         .instrument(db_span);
         ctx.wait(commit.into_actor(self).map(

@@ -1,5 +1,6 @@
 //! The journal's guarantees straight against PostgreSQL: idempotent keys, a
-//! fenced stale writer, all-or-nothing batches, concurrent migrations.
+//! fenced stale writer, all-or-nothing batches, concurrent migrations, and
+//! group commit that never lets one run's failure reach another.
 
 use agent_server::agents::AgentName;
 use agent_server::db;
@@ -110,4 +111,60 @@ async fn two_instances_can_migrate_at_once() {
         .unwrap()
         .count() as i64;
     assert_eq!(applied, files, "each migration applied once");
+}
+
+#[actix_web::test]
+async fn appends_of_many_runs_share_commits_and_a_stale_one_fails_alone() {
+    let pool = pool().await;
+    let writer = journal::Writer::start(pool.clone());
+    let mut runs = Vec::new();
+    for _ in 0..16 {
+        runs.push(new_run(&pool).await);
+    }
+    // The last run's seq 2 is taken already: its writer is stale.
+    let stale = runs[15];
+    journal::append(&pool, stale, &[entry(2, "first")], None)
+        .await
+        .unwrap();
+
+    // All at once: the first goes alone, the other 15 meet in one
+    // transaction, which the stale append makes fail; each is retried alone.
+    let outcomes = futures_util::future::join_all(
+        runs.iter()
+            .map(|run| writer.append(*run, vec![entry(2, "a")], None)),
+    )
+    .await;
+    for (run, (outcome, events)) in runs.iter().zip(outcomes) {
+        assert_eq!(events.len(), 1, "the entries come back");
+        if *run == stale {
+            assert!(matches!(outcome, Err(Error::Stale(_))), "{outcome:?}");
+        } else {
+            outcome.unwrap();
+        }
+    }
+    for run in &runs {
+        let journal = journal::load(&pool, *run).await.unwrap();
+        let keys: Vec<&str> = journal.iter().skip(1).map(|e| e.key.as_str()).collect();
+        let expected = if *run == stale { ["first"] } else { ["a"] };
+        assert_eq!(keys, expected);
+    }
+
+    // Again, all valid: committed in fewer transactions than appends.
+    let before = writer.stats();
+    let outcomes = futures_util::future::join_all(
+        runs[..15]
+            .iter()
+            .map(|run| writer.append(*run, vec![entry(3, "b")], None)),
+    )
+    .await;
+    assert!(outcomes.iter().all(|(outcome, _)| outcome.is_ok()));
+    let after = writer.stats();
+    assert_eq!(after.appends - before.appends, 15);
+    assert!(
+        after.transactions - before.transactions <= 2,
+        "{before:?} -> {after:?}"
+    );
+    for run in &runs[..15] {
+        assert_eq!(journal::load(&pool, *run).await.unwrap().len(), 3);
+    }
 }
