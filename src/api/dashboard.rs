@@ -9,7 +9,10 @@
 //! The page is the one file with a setting in it: `GRAFANA_URL` fills its
 //! `grafana-url` meta tag, from which the run view links traces to Grafana.
 
+use std::borrow::Cow;
+
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{ApiError, AppState, method_not_allowed};
@@ -125,9 +128,14 @@ fn serve(req: &HttpRequest, name: &str) -> Result<HttpResponse, ApiError> {
     let grafana_url = req
         .app_data::<web::Data<AppState>>()
         .and_then(|state| state.settings.grafana_url.as_deref());
+    // Only the page with a Grafana URL is built per request; every other
+    // file is served from the binary without a copy.
     let (body, etag) = match grafana_url {
-        Some(url) if asset.name == "index.html" => page_with_grafana(asset, url),
-        _ => (asset.body.to_vec(), asset.etag.to_string()),
+        Some(url) if asset.name == "index.html" => {
+            let (page, etag) = page_with_grafana(asset, url);
+            (Bytes::from(page), Cow::Owned(etag))
+        }
+        _ => (Bytes::from_static(asset.body), Cow::Borrowed(asset.etag)),
     };
     let not_modified = matches_etag(req, &etag);
     let mut response = if not_modified {
@@ -137,7 +145,7 @@ fn serve(req: &HttpRequest, name: &str) -> Result<HttpResponse, ApiError> {
     };
     response
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header((header::ETAG, etag))
+        .insert_header((header::ETAG, etag.as_ref()))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"));
     if asset.content_type == HTML {

@@ -165,41 +165,37 @@ async fn work(
     }
 }
 
-async fn commit(pool: &Pool, mut batch: Vec<Request>, counts: &Counts) {
-    if batch.len() == 1 {
-        let request = batch.pop().expect("one request");
-        let outcome = append(
-            pool,
-            request.run_id,
-            &request.events,
-            request.summary.as_ref(),
-        )
-        .await;
-        counts.committed(&outcome, 1);
-        let _ = request.done.send((outcome, request.events));
-        return;
-    }
-    let outcome = together(pool, &batch).await;
-    counts.committed(&outcome, batch.len());
-    if outcome.is_ok() {
-        for request in batch {
-            let _ = request.done.send((Ok(()), request.events));
+async fn commit(pool: &Pool, batch: Vec<Request>, counts: &Counts) {
+    if batch.len() > 1 {
+        let outcome = together(pool, &batch).await;
+        counts.committed(&outcome, batch.len());
+        if outcome.is_ok() {
+            for request in batch {
+                let _ = request.done.send((Ok(()), request.events));
+            }
+            return;
         }
-        return;
+        // Something failed and the transaction is gone: each on its own now.
     }
-    // Something failed and the transaction is gone: each on its own now.
-    join_all(batch.into_iter().map(|request| async move {
-        let outcome = append(
-            pool,
-            request.run_id,
-            &request.events,
-            request.summary.as_ref(),
-        )
-        .await;
-        counts.committed(&outcome, 1);
-        let _ = request.done.send((outcome, request.events));
-    }))
+    join_all(
+        batch
+            .into_iter()
+            .map(|request| alone(pool, request, counts)),
+    )
     .await;
+}
+
+/// One append in a transaction of its own, answered.
+async fn alone(pool: &Pool, request: Request, counts: &Counts) {
+    let outcome = append(
+        pool,
+        request.run_id,
+        &request.events,
+        request.summary.as_ref(),
+    )
+    .await;
+    counts.committed(&outcome, 1);
+    let _ = request.done.send((outcome, request.events));
 }
 
 /// Every append of `batch` in one transaction; the statements are sent
