@@ -93,7 +93,67 @@ pub struct Settings {
     /// `GRAFANA_URL`: where a browser reaches Grafana, for the dashboard's
     /// links to a run's trace; without it the dashboard shows the id only.
     pub grafana_url: Option<String>,
+    /// Who may do what (contract section 9).
+    pub access: AccessSettings,
+    /// How `shell` commands are confined (contract section 9).
+    pub sandbox: SandboxSettings,
 }
+
+/// Whether requests must carry a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every request but the open ones needs a token or a session (default).
+    Tokens,
+    /// `AGENT_SERVER_AUTH=none`: everyone is `anonymous` with every role;
+    /// refused unless the server listens on loopback only.
+    None,
+}
+
+/// Tokens, roles and the limits that go with them.
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    pub mode: AuthMode,
+    /// `AGENT_SERVER_ADMIN_TOKEN`: the `admin` token's value, for compose
+    /// files and tests; without it the first start makes a random one.
+    pub admin_token: Option<Secret>,
+    /// `AGENT_REQUIRE_SECOND_APPROVER`: the creator of a run may not decide
+    /// its approvals.
+    pub require_second_approver: bool,
+    /// `AGENT_RATE_LIMIT_RUNS_PER_MIN`: run creations per token per minute.
+    pub runs_per_minute: u32,
+    /// `AGENT_MAX_OPEN_RUNS_PER_TOKEN`: unfinished runs a token may have.
+    pub max_open_runs: u32,
+    /// `AGENT_SERVER_ALLOWED_HOSTS`: the `Host` values accepted, lowercase
+    /// `host` or `host:port`; `None` accepts any (but see `AuthMode::None`).
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+/// Which sandbox `shell` runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxKind {
+    /// bubblewrap: own PID, network, IPC and mount namespaces, an
+    /// unprivileged user, only the workspace writable (default).
+    Bwrap,
+    /// `AGENT_SANDBOX=none`: the command runs beside the server in its own
+    /// process group, as the server's user; logged as a warning at start.
+    None,
+}
+
+/// How `shell` commands are confined.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    pub kind: SandboxKind,
+    /// `AGENT_SHELL_NETWORK`: let commands use the host's network.
+    pub network: bool,
+    /// `AGENT_SHELL_MEMORY_MB`: the address space a command may use.
+    pub memory_mb: u64,
+}
+
+/// The most processes one sandboxed command may have (contract section 9).
+pub const SANDBOX_MAX_PROCESSES: u64 = 256;
+/// The shortest `AGENT_SERVER_ADMIN_TOKEN` accepted: as long as the tokens the
+/// server makes itself are strong.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 /// An invalid setting: names the variable and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -178,16 +238,7 @@ impl Settings {
         .into_iter()
         .filter_map(|(agent, variable)| get(variable).map(|model| (agent, model)))
         .collect();
-        let streaming = match get("LLM_STREAMING").as_deref().map(str::trim) {
-            None | Some("true") | Some("1") => true,
-            Some("false") | Some("0") => false,
-            Some(other) => {
-                return Err(invalid(
-                    "LLM_STREAMING",
-                    format!("`{other}` is not true or false"),
-                ));
-            }
-        };
+        let streaming = parse_bool(&get, "LLM_STREAMING", true)?;
         let llm = LlmSettings {
             provider,
             model: get("LLM_MODEL").unwrap_or_else(|| default_model.into()),
@@ -268,7 +319,25 @@ impl Settings {
         let ws_queue_frames =
             parse_number(&get, "AGENT_SERVER_WS_QUEUE", 1024, 1, 1_000_000)? as usize;
 
+        let access = access_settings(&get, addr)?;
+        let sandbox = SandboxSettings {
+            kind: match get("AGENT_SANDBOX").as_deref().map(str::trim) {
+                None | Some("bwrap") => SandboxKind::Bwrap,
+                Some("none") => SandboxKind::None,
+                Some(other) => {
+                    return Err(invalid(
+                        "AGENT_SANDBOX",
+                        format!("`{other}` is neither `bwrap` nor `none`"),
+                    ));
+                }
+            },
+            network: parse_bool(&get, "AGENT_SHELL_NETWORK", false)?,
+            memory_mb: parse_number(&get, "AGENT_SHELL_MEMORY_MB", 1024, 64, 1 << 20)?,
+        };
+
         Ok(Settings {
+            access,
+            sandbox,
             addr,
             allowed_origins,
             ws_queue_frames,
@@ -281,6 +350,91 @@ impl Settings {
             loki_url,
             grafana_url,
         })
+    }
+}
+
+fn access_settings(
+    get: &impl Fn(&str) -> Option<String>,
+    addr: SocketAddr,
+) -> Result<AccessSettings, SettingsError> {
+    let invalid = |variable: &'static str, problem: String| SettingsError { variable, problem };
+    let mode = match get("AGENT_SERVER_AUTH").as_deref().map(str::trim) {
+        None | Some("tokens") => AuthMode::Tokens,
+        Some("none") if addr.ip().is_loopback() => AuthMode::None,
+        Some("none") => {
+            return Err(invalid(
+                "AGENT_SERVER_AUTH",
+                format!(
+                    "`none` turns access checks off and is only allowed when AGENT_SERVER_ADDR is a loopback address, not {addr}"
+                ),
+            ));
+        }
+        Some(other) => {
+            return Err(invalid(
+                "AGENT_SERVER_AUTH",
+                format!("`{other}` is neither `tokens` nor `none`"),
+            ));
+        }
+    };
+    let admin_token = get("AGENT_SERVER_ADMIN_TOKEN").map(|t| Secret::new(t.trim().to_string()));
+    if let Some(token) = &admin_token {
+        let value = token.expose();
+        if value.chars().count() < MIN_ADMIN_TOKEN_CHARS
+            || !value.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(invalid(
+                "AGENT_SERVER_ADMIN_TOKEN",
+                format!(
+                    "must be at least {MIN_ADMIN_TOKEN_CHARS} visible ASCII characters without spaces (make one with `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+    }
+    let allowed_hosts = match get("AGENT_SERVER_ALLOWED_HOSTS") {
+        None => None,
+        Some(list) => {
+            let mut hosts = Vec::new();
+            for host in list.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                let valid = !host.contains(['/', '@', ' '])
+                    && host
+                        .rsplit_once(':')
+                        .is_none_or(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
+                if !valid {
+                    return Err(invalid(
+                        "AGENT_SERVER_ALLOWED_HOSTS",
+                        format!("`{host}` is not a host or host:port"),
+                    ));
+                }
+                hosts.push(host.to_ascii_lowercase());
+            }
+            Some(hosts)
+        }
+    };
+    Ok(AccessSettings {
+        mode,
+        admin_token,
+        require_second_approver: parse_bool(get, "AGENT_REQUIRE_SECOND_APPROVER", false)?,
+        runs_per_minute: parse_number(get, "AGENT_RATE_LIMIT_RUNS_PER_MIN", 120, 1, 1_000_000)?
+            as u32,
+        max_open_runs: parse_number(get, "AGENT_MAX_OPEN_RUNS_PER_TOKEN", 1000, 1, 10_000_000)?
+            as u32,
+        allowed_hosts,
+    })
+}
+
+fn parse_bool(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: bool,
+) -> Result<bool, SettingsError> {
+    match get(variable).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(SettingsError {
+            variable,
+            problem: format!("`{other}` is not true or false"),
+        }),
     }
 }
 
@@ -352,6 +506,15 @@ mod tests {
             ("AGENT_SERVER_ALLOWED_ORIGINS", "ops.example.com"),
             ("GRAFANA_URL", "localhost:3000"),
             ("LOG_FORMAT", "yaml"),
+            ("AGENT_SERVER_AUTH", "off"),
+            ("AGENT_SERVER_ADMIN_TOKEN", "short"),
+            ("AGENT_REQUIRE_SECOND_APPROVER", "yes"),
+            ("AGENT_RATE_LIMIT_RUNS_PER_MIN", "0"),
+            ("AGENT_MAX_OPEN_RUNS_PER_TOKEN", "-1"),
+            ("AGENT_SERVER_ALLOWED_HOSTS", "http://example.com"),
+            ("AGENT_SANDBOX", "docker"),
+            ("AGENT_SHELL_NETWORK", "maybe"),
+            ("AGENT_SHELL_MEMORY_MB", "1"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");
@@ -360,6 +523,25 @@ mod tests {
                     .starts_with(&format!("invalid setting {var}:"))
             );
         }
+    }
+
+    #[test]
+    fn no_auth_only_on_loopback() {
+        let s = settings(&[("AGENT_SERVER_AUTH", "none")]).unwrap();
+        assert_eq!(s.access.mode, AuthMode::None);
+        let err = settings(&[
+            ("AGENT_SERVER_AUTH", "none"),
+            ("AGENT_SERVER_ADDR", "0.0.0.0:3200"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "AGENT_SERVER_AUTH");
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.access.mode, AuthMode::Tokens);
+        assert_eq!(s.sandbox.kind, SandboxKind::Bwrap);
+        assert!(!s.sandbox.network);
+        assert_eq!(s.sandbox.memory_mb, 1024);
+        assert_eq!(s.access.runs_per_minute, 120);
+        assert_eq!(s.access.max_open_runs, 1000);
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct RunRecord {
     pub approval_timeout_secs: u64,
     /// The run's trace, for finding it in a tracing backend.
     pub trace_id: Option<String>,
+    /// The name of the token that created the run.
+    pub created_by: String,
     /// Only used to detect a reused idempotency key with other content.
     #[serde(skip)]
     pub idempotency_key: Option<String>,
@@ -99,6 +101,7 @@ impl RunRecord {
             last_seq: state.last_seq,
             approval_timeout_secs: state.approval_timeout_secs,
             trace_id: Some(state.trace.trace_id.clone()),
+            created_by: state.created_by.clone(),
             idempotency_key: None,
         }
     }
@@ -114,31 +117,70 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     pub at: DateTime<Utc>,
     pub trace: crate::telemetry::trace::TraceRef,
+    /// The name of the token creating it.
+    pub created_by: String,
+    /// The creator's limits; `None` creates unconditionally.
+    pub limits: Option<RunLimits>,
+}
+
+/// How many runs one token may create (contract section 9).
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub per_minute: u32,
+    pub max_open: u32,
+}
+
+/// What `create_run` did.
+#[derive(Debug)]
+pub enum Created {
+    /// A new run.
+    New(RunRecord),
+    /// The run made earlier with the same idempotency key.
+    Existing(RunRecord),
+    /// Nothing: the creator is over a limit.
+    Limited {
+        message: String,
+        retry_after_secs: u64,
+    },
 }
 
 const RUN_COLUMNS: &str = "id, status, agent, task, created_at, updated_at, pending_approval, \
-     usage, result, error, approval_timeout_secs, idempotency_key, trace_id, \
+     usage, result, error, approval_timeout_secs, idempotency_key, trace_id, created_by, \
      (SELECT max(seq) FROM run_events e WHERE e.run_id = runs.id) AS last_seq";
 
-/// Creates the run and its `RUN_STARTED` entry in one statement. With an
-/// idempotency key already used, returns the existing run and `false`.
+/// Creates the run and its `RUN_STARTED` entry, unless the idempotency key
+/// was used (then the existing run) or the creator is over a limit (then
+/// nothing). The limits are counted under a per-creator advisory lock, so
+/// concurrent requests on any instance cannot slip past them together.
 #[tracing::instrument(skip_all, fields(run_id = %run.id))]
-pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<(RunRecord, bool), Error> {
-    let client = pool.get().await?;
+pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<Created, Error> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    if let Some(key) = &run.idempotency_key
+        && let Some(existing) = run_by_key(&tx, key).await?
+    {
+        return Ok(Created::Existing(existing));
+    }
+    if let Some(limits) = run.limits
+        && let Some(limited) = over_limit(&tx, run, limits).await?
+    {
+        return Ok(limited);
+    }
     let body = EventBody::RunStarted {
         task: run.task.clone(),
         agent: run.agent,
         approval_timeout_secs: run.approval_timeout_secs,
         trace: Some(run.trace.clone()),
+        created_by: run.created_by.clone(),
     };
     let (_, mut payload) = body.to_columns();
     storable(&mut payload);
-    let statement = client
+    let statement = tx
         .prepare_cached(
             "WITH r AS (
                 INSERT INTO runs (id, status, agent, task, approval_timeout_secs, idempotency_key,
-                                  created_at, updated_at, trace_id)
-                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6, $8)
+                                  created_at, updated_at, trace_id, created_by)
+                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6, $8, $9)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING id
             ), e AS (
@@ -149,7 +191,7 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<(RunRecord, bool), 
         )
         .await?;
     let timeout = run.approval_timeout_secs as i64;
-    let inserted: i64 = client
+    let inserted: i64 = tx
         .query_one(
             &statement,
             &[
@@ -161,25 +203,99 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<(RunRecord, bool), 
                 &run.at,
                 &payload,
                 &run.trace.trace_id,
+                &run.created_by,
             ],
         )
         .await?
         .get(0);
-    let query = format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE {}",
-        if inserted == 1 {
-            "id = $1"
-        } else {
-            "idempotency_key = $1"
-        }
-    );
-    let row = if inserted == 1 {
-        client.query_one(&query, &[&run.id]).await?
-    } else {
-        client.query_one(&query, &[&run.idempotency_key]).await?
-    };
-    Ok((run_from_row(&row)?, inserted == 1))
+    if inserted == 0 {
+        // Another request with the same key committed first.
+        tx.rollback().await?;
+        let key = run.idempotency_key.as_deref().unwrap_or_default();
+        let client = pool.get().await?;
+        return run_by_key(&client, key)
+            .await?
+            .map(Created::Existing)
+            .ok_or(Error::Stale(run.id));
+    }
+    let row = tx
+        .query_one(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
+            &[&run.id],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Created::New(run_from_row(&row)?))
 }
+
+async fn run_by_key<C: GenericClient + Sync>(
+    client: &C,
+    key: &str,
+) -> Result<Option<RunRecord>, Error> {
+    client
+        .query_opt(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = $1"),
+            &[&key],
+        )
+        .await?
+        .map(|row| run_from_row(&row))
+        .transpose()
+}
+
+/// Whether the creator may not create another run now, counted inside the
+/// creating transaction after taking the creator's lock.
+async fn over_limit<C: GenericClient + Sync>(
+    tx: &C,
+    run: &NewRun,
+    limits: RunLimits,
+) -> Result<Option<Created>, Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('runs-created-by:' || $1, 0))",
+        &[&run.created_by],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT
+                (SELECT count(*) FROM runs WHERE created_by = $1
+                    AND created_at > $2::timestamptz - interval '1 minute') AS recent,
+                (SELECT min(created_at) FROM runs WHERE created_by = $1
+                    AND created_at > $2::timestamptz - interval '1 minute') AS oldest,
+                (SELECT count(*) FROM runs WHERE created_by = $1
+                    AND status NOT IN ('completed', 'failed', 'cancelled')) AS open",
+            &[&run.created_by, &run.at],
+        )
+        .await?;
+    let recent: i64 = row.get("recent");
+    let open: i64 = row.get("open");
+    if recent >= i64::from(limits.per_minute) {
+        let oldest: Option<DateTime<Utc>> = row.get("oldest");
+        let wait = oldest
+            .map(|at| (at + chrono::Duration::minutes(1) - run.at).num_milliseconds())
+            .unwrap_or(60_000);
+        return Ok(Some(Created::Limited {
+            message: format!(
+                "the token `{}` created {recent} runs in the last minute; the limit is {} (AGENT_RATE_LIMIT_RUNS_PER_MIN)",
+                run.created_by, limits.per_minute
+            ),
+            retry_after_secs: (wait.max(0) as u64).div_ceil(1000).max(1),
+        }));
+    }
+    if open >= i64::from(limits.max_open) {
+        return Ok(Some(Created::Limited {
+            message: format!(
+                "the token `{}` has {open} unfinished runs; the limit is {} (AGENT_MAX_OPEN_RUNS_PER_TOKEN); cancel some or wait for them to finish",
+                run.created_by, limits.max_open
+            ),
+            retry_after_secs: OPEN_RUNS_RETRY_SECS,
+        }));
+    }
+    Ok(None)
+}
+
+/// What `Retry-After` says when a token has too many open runs: nobody can
+/// know when one finishes, so a pace that does not hammer the server.
+const OPEN_RUNS_RETRY_SECS: u64 = 30;
 
 /// Appends `events` (numbered right after the writer's last `seq`) and, when
 /// it changed, the new summary: all or nothing.
@@ -486,9 +602,16 @@ fn run_from_row(row: &Row) -> Result<RunRecord, Error> {
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
         pending_approval: pending
-            .map(serde_json::from_value)
+            .map(serde_json::from_value::<PendingApproval>)
             .transpose()
-            .map_err(|_| bad("pending_approval"))?,
+            .map_err(|_| bad("pending_approval"))?
+            .map(|mut pending| {
+                // Summaries written before the hash was kept.
+                if pending.args_sha256.is_empty() {
+                    pending.args_sha256 = crate::jcs::sha256_hex(&pending.args);
+                }
+                pending
+            }),
         usage: serde_json::from_value(usage).map_err(|_| bad("usage"))?,
         result: row.get("result"),
         error: error
@@ -498,6 +621,7 @@ fn run_from_row(row: &Row) -> Result<RunRecord, Error> {
         last_seq,
         approval_timeout_secs: timeout.max(0) as u64,
         trace_id: row.get("trace_id"),
+        created_by: row.get("created_by"),
         idempotency_key: row.get("idempotency_key"),
     })
 }

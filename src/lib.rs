@@ -5,7 +5,10 @@
 //! - `config`: settings from the environment, validated once at start.
 //! - `startup`: the one wiring point (database, actors, HTTP, recovery).
 //! - `telemetry`: the tracing subscriber and the metrics served at `/metrics`.
+//! - `auth`: roles, identities, tokens and sessions (their hashes in
+//!   PostgreSQL), and the first admin token.
 //! - `db`: the pool, the migrations, and the embedded PostgreSQL cluster.
+//! - `jcs`: canonical JSON (RFC 8785) and the `args_sha256` of approvals.
 //! - `journal`: the only SQL for runs and their journal entries; appends are
 //!   idempotent by key and fenced by the last `seq`, and committed together
 //!   when many runs append at once (`journal::Writer`).
@@ -22,9 +25,11 @@
 
 pub mod agents;
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod db;
+pub mod jcs;
 pub mod journal;
 pub mod llm;
 pub mod mock_llm;

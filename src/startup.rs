@@ -11,7 +11,8 @@ use tracing_actix_web::TracingLogger;
 
 use crate::agents::AgentName;
 use crate::api::{self, AppState};
-use crate::config::Settings;
+use crate::auth::{self, Authenticator};
+use crate::config::{AuthMode, Settings};
 use crate::db::{self, embedded::EmbeddedPostgres};
 use crate::realtime::{DeltaHub, Feed};
 use crate::run::RunRegistry;
@@ -152,15 +153,40 @@ impl Application {
             "agent-server starting"
         );
 
+        let bootstrap = match settings.access.mode {
+            AuthMode::Tokens => Some(
+                auth::bootstrap::ensure_admin(
+                    &database.pool,
+                    &settings.data_dir,
+                    settings.access.admin_token.as_ref(),
+                )
+                .await?,
+            ),
+            AuthMode::None => {
+                tracing::warn!(
+                    "AGENT_SERVER_AUTH=none: access checks are off; every request may do everything"
+                );
+                None
+            }
+        };
+        if let Some(auth::bootstrap::Bootstrap::Created(file)) = &bootstrap {
+            tracing::info!(file = %file.display(), "created the admin token");
+        }
+
         let stopping = tokio_util::sync::CancellationToken::new();
+        let authenticator = Authenticator::new(database.pool.clone());
+        actix_rt::spawn(authenticator.clone().flush_until(stopping.clone()));
         let state = web::Data::new(AppState {
             stopping: stopping.clone(),
             pool: database.pool.clone(),
             registry: registry.clone(),
+            authenticator,
+            access: api::access::AccessPolicy::new(&settings, local.port()),
             settings: Arc::new(settings),
         });
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(api::access::guard))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .configure(api::configure)
@@ -170,6 +196,9 @@ impl Application {
         .listen(listener)?
         .run();
         println!("agent-server listening on http://{local}");
+        if let Some(bootstrap) = &bootstrap {
+            println!("{}", sign_in_hint(bootstrap, local));
+        }
         Ok(Application {
             port: local.port(),
             server,
@@ -223,6 +252,28 @@ impl Application {
             registry: self.registry,
         }
     }
+}
+
+/// How a human signs in, printed after the listening line. It names the
+/// token's file, never the token.
+fn sign_in_hint(bootstrap: &auth::bootstrap::Bootstrap, local: std::net::SocketAddr) -> String {
+    use auth::bootstrap::Bootstrap;
+    let (file, what) = match bootstrap {
+        Bootstrap::FromEnvironment => {
+            return "sign in with the token in AGENT_SERVER_ADMIN_TOKEN: open the dashboard at /#token=<token>, or send `Authorization: Bearer <token>`".into();
+        }
+        Bootstrap::Existing(None) => {
+            return "sign in with a token (`agent-server token create --name NAME --role ROLE` makes one): open the dashboard at /#token=<token>, or send `Authorization: Bearer <token>`".into();
+        }
+        Bootstrap::Created(file) => (file, "a new admin token is in"),
+        Bootstrap::Existing(Some(file)) => (file, "the admin token is in"),
+    };
+    let file = file.display();
+    format!(
+        "{what} {file} (readable by this user only)\n  \
+         dashboard: open http://{local}/#token=$(cat {file})\n  \
+         API:       curl -H \"Authorization: Bearer $(cat {file})\" http://{local}/api/me"
+    )
 }
 
 /// A server running in the background.

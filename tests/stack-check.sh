@@ -62,8 +62,11 @@ for _ in $(seq 1 300); do
 done
 [ -n "$base" ] || { echo "stack-check: the server did not start" >&2; cat "$work/server.log"; exit 1; }
 
+# The admin token the first start wrote, as a new user finds it.
+token=$(cat "$work/data/admin-token")
+api() { curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
-run_field() { curl -fsS "$base/api/runs/$1" | json "$2"; }
+run_field() { api "$base/api/runs/$1" | json "$2"; }
 wait_for() { # run, python expression over the run `d`, what
   for _ in $(seq 1 300); do
     [ "$(run_field "$1" "$2")" = "True" ] && return 0
@@ -75,16 +78,16 @@ wait_for() { # run, python expression over the run `d`, what
 
 # The demo workload: the orchestrator hands the task to the coding agent,
 # which asks to run a command (approved) and to write a file (rejected).
-run=$(curl -fsS "$base/api/runs" -d '{"task": "tidy up the repository"}' | json 'd["id"]')
+run=$(api "$base/api/runs" -d '{"task": "tidy up the repository"}' | json 'd["id"]')
 wait_for "$run" 'd["status"] == "waiting_approval"' "the shell approval"
 approval=$(run_field "$run" 'd["pending_approval"]["approval_id"]')
-curl -fsS "$base/api/runs/$run/resume" -d "{\"approval_id\": \"$approval\", \"decision\": \"approved\"}" >/dev/null
+api "$base/api/runs/$run/resume" -d "{\"approval_id\": \"$approval\", \"decision\": \"approved\"}" >/dev/null
 wait_for "$run" 'd["pending_approval"] is not None and d["pending_approval"]["tool"] == "write_file"' "the write approval"
 approval=$(run_field "$run" 'd["pending_approval"]["approval_id"]')
-curl -fsS "$base/api/runs/$run/resume" -d "{\"approval_id\": \"$approval\", \"decision\": \"rejected\", \"feedback\": \"not today\"}" >/dev/null
+api "$base/api/runs/$run/resume" -d "{\"approval_id\": \"$approval\", \"decision\": \"rejected\", \"feedback\": \"not today\"}" >/dev/null
 wait_for "$run" 'd["status"] == "completed"' "the run to complete"
 # A second run left waiting, so the pending gauges have something to show.
-curl -fsS "$base/api/runs" -d '{"task": "tidy up again"}' >/dev/null
+api "$base/api/runs" -d '{"task": "tidy up again"}' >/dev/null
 
 # A real Prometheus scraping the server every second.
 target=${base#http://}

@@ -15,7 +15,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::{ApiError, AppState, method_not_allowed};
+use super::{ApiError, AppState, resource};
 
 /// One file of the dashboard, embedded at compile time.
 struct Asset {
@@ -74,18 +74,13 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
 
 /// Mounts `GET /` and `GET /static/{file}`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/")
-            .route(web::get().to(index))
-            .route(web::head().to(index))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/static/{file}")
-            .route(web::get().to(file))
-            .route(web::head().to(file))
-            .default_service(web::to(method_not_allowed)),
-    );
+    // `HEAD` arrives as `GET` (see `api::access::guard`).
+    cfg.service(resource("/", "GET, HEAD", vec![web::get().to(index)]))
+        .service(resource(
+            "/static/{file}",
+            "GET, HEAD",
+            vec![web::get().to(file)],
+        ));
 }
 
 /// The meta tag of `index.html` that carries `GRAFANA_URL`, empty as shipped.

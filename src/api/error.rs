@@ -1,7 +1,7 @@
 //! The one error type of the HTTP API and its mapping to status codes and the
 //! contract's error body `{"error": {"code", "message"}}`.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
@@ -13,11 +13,16 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The message, and the methods the path allows (the `Allow` header).
     #[error("{0}")]
-    MethodNotAllowed(String),
+    MethodNotAllowed(String, &'static str),
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     Conflict(String),
     #[error("no approval with this id is waiting on this run")]
@@ -29,6 +34,16 @@ pub enum ApiError {
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    MisdirectedRequest(String),
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        /// Seconds until a retry may succeed (the `Retry-After` header).
+        retry_after_secs: u64,
+    },
+    #[error("{0}")]
     Unavailable(String),
     /// Details go to the log, never to the client.
     #[error("internal error; see the server log")]
@@ -39,14 +54,19 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::MethodNotAllowed(..) => "method_not_allowed",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Conflict(_) => "conflict",
             ApiError::NoPendingApproval => "no_pending_approval",
             ApiError::AlreadyDecided => "already_decided",
             ApiError::AlreadyFinished => "already_finished",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::MisdirectedRequest(_) => "misdirected_request",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -61,14 +81,19 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_)
             | ApiError::NoPendingApproval
             | ApiError::AlreadyDecided
             | ApiError::AlreadyFinished => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,8 +103,22 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(error) = self {
             tracing::error!(error = format!("{error:#}"), "internal error");
         }
-        HttpResponse::build(self.status_code())
-            .json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::MethodNotAllowed(_, allow) => {
+                response.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
+        }
+        response.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
     }
 }
 
@@ -97,12 +136,28 @@ impl From<crate::journal::Error> for ApiError {
     }
 }
 
+impl From<crate::auth::store::Error> for ApiError {
+    fn from(error: crate::auth::store::Error) -> Self {
+        match error {
+            crate::auth::store::Error::NameTaken(_) => ApiError::Conflict(error.to_string()),
+            crate::auth::store::Error::Pool(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable(
+                    "the database is not reachable right now; retry shortly".into(),
+                )
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
 impl From<SteerError> for ApiError {
     fn from(error: SteerError) -> Self {
         match error {
             SteerError::Refused(Refusal::NoPendingApproval) => ApiError::NoPendingApproval,
             SteerError::Refused(Refusal::AlreadyDecided) => ApiError::AlreadyDecided,
             SteerError::Refused(Refusal::AlreadyFinished) => ApiError::AlreadyFinished,
+            SteerError::Refused(Refusal::ArgsChanged) => ApiError::Conflict(error.to_string()),
             SteerError::Refused(Refusal::Stale) | SteerError::Unavailable => {
                 ApiError::Unavailable(error.to_string())
             }

@@ -1,23 +1,32 @@
 //! The HTTP API (contract section 3): routes, request parsing and the error
 //! body. Only this module knows HTTP status codes.
 
+pub mod access;
 pub mod dashboard;
 pub mod error;
 pub mod runs;
+pub mod tokens;
 pub mod ws;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, Route, web};
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 pub use error::ApiError;
 
+use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::run::RunRegistry;
 
 /// The largest request body accepted (contract section 3).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// How long a request body may take to arrive (contract section 9): a body
+/// that stops arriving must not hold a connection and its handler.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -25,44 +34,100 @@ pub struct AppState {
     pub pool: Pool,
     pub registry: RunRegistry,
     pub settings: std::sync::Arc<Settings>,
+    /// Turns credentials into identities (shared cache).
+    pub authenticator: Authenticator,
+    /// Who may send which request, from where.
+    pub access: access::AccessPolicy,
     /// Cancelled when the server stops, so WebSocket connections close at
     /// once instead of holding the graceful stop open.
     pub stopping: tokio_util::sync::CancellationToken,
 }
 
-/// Mounts every route.
+/// A path and its routes; any other method gets `405` with `Allow`.
+pub(crate) fn resource(path: &str, allow: &'static str, routes: Vec<Route>) -> actix_web::Resource {
+    routes
+        .into_iter()
+        .fold(web::resource(path), |resource, route| resource.route(route))
+        .default_service(web::to(move |req: HttpRequest| async move {
+            Err::<HttpResponse, _>(ApiError::MethodNotAllowed(
+                format!(
+                    "{} is not allowed on {}; allowed: {allow}",
+                    req.method(),
+                    req.path()
+                ),
+                allow,
+            ))
+        }))
+}
+
+/// Mounts every route. Who may call which is decided in one place,
+/// `access::guard`, which wraps the whole application.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     dashboard::configure(cfg);
-    cfg.service(
-        web::resource("/api/runs")
-            .route(web::post().to(runs::create))
-            .route(web::get().to(runs::list))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/runs/{id}")
-            .route(web::get().to(runs::get))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/runs/{id}/events")
-            .route(web::get().to(runs::events))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/runs/{id}/resume")
-            .route(web::post().to(runs::resume))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/runs/{id}/cancel")
-            .route(web::post().to(runs::cancel))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .route("/api/ws", web::get().to(ws::connect))
-    .route("/metrics", web::get().to(metrics))
-    .route("/healthz", web::get().to(healthz))
-    .route("/readyz", web::get().to(readyz));
+    cfg.service(resource(
+        "/api/runs",
+        "GET, HEAD, POST",
+        vec![web::post().to(runs::create), web::get().to(runs::list)],
+    ))
+    .service(resource(
+        "/api/runs/{id}",
+        "GET, HEAD",
+        vec![web::get().to(runs::get)],
+    ))
+    .service(resource(
+        "/api/runs/{id}/events",
+        "GET, HEAD",
+        vec![web::get().to(runs::events)],
+    ))
+    .service(resource(
+        "/api/runs/{id}/resume",
+        "POST",
+        vec![web::post().to(runs::resume)],
+    ))
+    .service(resource(
+        "/api/runs/{id}/cancel",
+        "POST",
+        vec![web::post().to(runs::cancel)],
+    ))
+    .service(resource(
+        "/api/me",
+        "GET, HEAD",
+        vec![web::get().to(tokens::me)],
+    ))
+    .service(resource(
+        "/api/tokens",
+        "GET, HEAD, POST",
+        vec![web::post().to(tokens::create), web::get().to(tokens::list)],
+    ))
+    .service(resource(
+        "/api/tokens/{name}",
+        "DELETE",
+        vec![web::delete().to(tokens::revoke)],
+    ))
+    .service(resource(
+        "/api/session",
+        "POST, DELETE",
+        vec![
+            web::post().to(tokens::sign_in),
+            web::delete().to(tokens::sign_out),
+        ],
+    ))
+    .service(resource("/api/ws", "GET", vec![web::get().to(ws::connect)]))
+    .service(resource(
+        "/metrics",
+        "GET, HEAD",
+        vec![web::get().to(metrics)],
+    ))
+    .service(resource(
+        "/healthz",
+        "GET, HEAD",
+        vec![web::get().to(healthz)],
+    ))
+    .service(resource(
+        "/readyz",
+        "GET, HEAD",
+        vec![web::get().to(readyz)],
+    ));
 }
 
 /// `GET /metrics`: Prometheus' text format.
@@ -83,14 +148,6 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(format!(
-        "{} is not allowed on {}",
-        req.method(),
-        req.path()
-    )))
-}
-
 /// The answer for any path the API does not have.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!(
@@ -100,10 +157,44 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
-/// Reads the whole body, at most `MAX_BODY_BYTES`, and parses it as `T`.
-/// An empty body gives `None`. Any content type is read as JSON, so a
-/// `curl -d` without a header works too.
+/// Reads the whole body, at most `MAX_BODY_BYTES` within `BODY_TIMEOUT`,
+/// and parses it as `T`. An empty body gives `None`. A body must be declared
+/// `application/json`: a cross-site form or `text/plain` post (which a
+/// browser sends without asking) is refused before anything happens.
 pub async fn read_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Option<T>, ApiError> {
+    match tokio::time::timeout(BODY_TIMEOUT, read_body(req, payload)).await {
+        Ok(body) => body,
+        Err(_) => Err(ApiError::RequestTimeout(format!(
+            "the request body did not arrive within {} seconds",
+            BODY_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json`, or a
+/// `+json` type, with any parameters).
+fn declares_json(req: &HttpRequest) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+async fn read_body<T: DeserializeOwned>(
     req: &HttpRequest,
     mut payload: web::Payload,
 ) -> Result<Option<T>, ApiError> {
@@ -127,6 +218,11 @@ pub async fn read_json<T: DeserializeOwned>(
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
+    }
+    if !declares_json(req) {
+        return Err(ApiError::UnsupportedMediaType(
+            "the request body must be JSON, sent with `Content-Type: application/json`".into(),
+        ));
     }
     serde_json::from_slice(&body)
         .map(Some)

@@ -7,13 +7,15 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::access::Caller;
 use super::{ApiError, AppState, read_json};
 use crate::agents::AgentName;
 use crate::config::MAX_APPROVAL_TIMEOUT_SECS;
-use crate::journal::{self, NewRun, RunRecord};
+use crate::journal::{self, Created, NewRun, RunLimits, RunRecord};
 use crate::run::actor::{Steer, SteerError};
 use crate::run::state::{self, Env, Input, RunStatus};
 use crate::telemetry::trace::TraceRef;
+use crate::tools;
 
 /// The longest task accepted, in characters.
 pub const MAX_TASK_CHARS: usize = 32_768;
@@ -39,6 +41,10 @@ struct ResumeBody {
     approval_id: String,
     decision: String,
     feedback: Option<String>,
+    /// The hash of the arguments the human saw (`jcs::sha256_hex`).
+    args_sha256: Option<String>,
+    /// Arguments to run the tool with instead of the model's.
+    args: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +57,7 @@ struct CancelBody {
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
+    Caller(caller): Caller,
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body: CreateRun = read_json(&req, payload)
@@ -98,14 +105,30 @@ pub async fn create(
                 .get("traceparent")
                 .and_then(|v| v.to_str().ok()),
         ),
+        created_by: caller.name.clone(),
+        limits: Some(RunLimits {
+            per_minute: app.settings.access.runs_per_minute,
+            max_open: app.settings.access.max_open_runs,
+        }),
     };
-    let (run, created) = journal::create_run(&app.pool, &new_run).await?;
-    if created {
-        app.registry.deps().feed.publish_run(&run);
-        app.registry.start(run.id);
-        tracing::info!(run_id = %run.id, agent = %run.agent, "run created");
-        return Ok(HttpResponse::Created().json(run));
-    }
+    let run = match journal::create_run(&app.pool, &new_run).await? {
+        Created::New(run) => {
+            app.registry.deps().feed.publish_run(&run);
+            app.registry.start(run.id);
+            tracing::info!(run_id = %run.id, agent = %run.agent, created_by = %run.created_by, "run created");
+            return Ok(HttpResponse::Created().json(run));
+        }
+        Created::Existing(run) => run,
+        Created::Limited {
+            message,
+            retry_after_secs,
+        } => {
+            return Err(ApiError::RateLimited {
+                message,
+                retry_after_secs,
+            });
+        }
+    };
     if run.task != new_run.task || run.agent != new_run.agent {
         return Err(ApiError::Conflict(
             "this idempotency key was already used for a run with a different task or agent".into(),
@@ -258,6 +281,7 @@ pub async fn resume(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
+    Caller(caller): Caller,
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = run_id(&path)?;
@@ -284,11 +308,47 @@ pub async fn resume(
             "`feedback` is longer than {MAX_FEEDBACK_CHARS} characters"
         )));
     }
+    if let Some(hash) = &body.args_sha256
+        && !(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::InvalidRequest(
+            "`args_sha256` must be 64 hex digits (the SHA-256 of the RFC 8785 canonical JSON of the arguments)".into(),
+        ));
+    }
+    let run = journal::get_run(&app.pool, id)
+        .await?
+        .ok_or_else(ApiError::run_not_found)?;
+    if app.settings.access.require_second_approver && run.created_by == caller.name {
+        return Err(ApiError::Forbidden(format!(
+            "four eyes: `{}` created this run and may not decide its approvals (AGENT_REQUIRE_SECOND_APPROVER); another approver must",
+            caller.name
+        )));
+    }
+    if let Some(args) = &body.args {
+        if !approved {
+            return Err(ApiError::InvalidRequest(
+                "edited `args` go with `approved` only; a rejection runs nothing".into(),
+            ));
+        }
+        // The tool that waits, if this approval is the one waiting; a stale
+        // approval id is refused below by the run itself.
+        if let Some(pending) = run
+            .pending_approval
+            .as_ref()
+            .filter(|p| p.approval_id == approval_id)
+        {
+            tools::check_args(&pending.tool, args).map_err(|e| {
+                ApiError::InvalidRequest(format!("the edited arguments do not fit the tool: {e}"))
+            })?;
+        }
+    }
     let input = Input::Decide {
         approval_id,
         approved,
         feedback: body.feedback.clone(),
-        decided_by: "api".into(),
+        decided_by: caller.name.clone(),
+        args_sha256: body.args_sha256.clone(),
+        edited_args: body.args.clone(),
     };
     steer(&app, id, input).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -303,6 +363,7 @@ pub async fn cancel(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
+    Caller(caller): Caller,
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = run_id(&path)?;
@@ -320,7 +381,7 @@ pub async fn cancel(
         id,
         Input::Cancel {
             reason,
-            by: "api".into(),
+            by: caller.name.clone(),
         },
     )
     .await?;

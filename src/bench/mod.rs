@@ -364,6 +364,8 @@ pub(crate) async fn create_run(pool: &deadpool_postgres::Pool) -> anyhow::Result
         idempotency_key: None,
         at: journal::now(),
         trace: crate::telemetry::trace::TraceRef::new(None),
+        created_by: "bench".into(),
+        limits: None,
     };
     journal::create_run(pool, &run).await?;
     Ok(run.id)

@@ -32,6 +32,9 @@ pub async fn run(pool: &Pool, registry: &RunRegistry, settings: &Settings) -> an
         pool: pool.clone(),
         registry: registry.clone(),
         settings: Arc::new(settings.clone()),
+        // This server is only the WebSocket's: it has no access guard.
+        authenticator: crate::auth::Authenticator::new(pool.clone()),
+        access: api::access::AccessPolicy::new(settings, 0),
         stopping: Default::default(),
     });
     let server =

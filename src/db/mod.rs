@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "trace_id",
         include_str!("../../migrations/0002_trace_id.sql"),
     ),
+    (
+        3,
+        "access",
+        include_str!("../../migrations/0003_access.sql"),
+    ),
 ];
 
 /// Any 64-bit number unique to this application: the advisory lock that lets

@@ -54,6 +54,9 @@ pub enum EventBody {
         /// The run's trace, the same for its whole life.
         #[serde(default)]
         trace: Option<TraceRef>,
+        /// The name of the token that created the run.
+        #[serde(default = "anonymous")]
+        created_by: String,
     },
     AgentStarted {
         agent: AgentName,
@@ -82,6 +85,10 @@ pub enum EventBody {
         call_id: String,
         tool: String,
         args: serde_json::Value,
+        /// `jcs::sha256_hex(args)`: what an approval must name (journals
+        /// from before it was kept read as empty, and the fold recomputes).
+        #[serde(default)]
+        args_sha256: String,
         expires_at: DateTime<Utc>,
         interrupted: bool,
     },
@@ -89,7 +96,12 @@ pub enum EventBody {
         approval_id: Uuid,
         decision: Decision,
         feedback: Option<String>,
+        /// The token's name, or `system` for an expiry.
         decided_by: String,
+        /// Arguments an approver put in place of the model's; the tool runs
+        /// with these.
+        #[serde(default)]
+        edited_args: Option<serde_json::Value>,
     },
     ToolStarted {
         call_id: String,
@@ -121,6 +133,11 @@ pub enum EventBody {
         reason: Option<String>,
         by: String,
     },
+}
+
+/// The author of entries written before runs had authors.
+fn anonymous() -> String {
+    crate::auth::ANONYMOUS.to_string()
 }
 
 impl EventBody {
@@ -173,11 +190,14 @@ mod tests {
             approval_id: Uuid::nil(),
             decision: Decision::Expired,
             feedback: None,
-            decided_by: "timeout".into(),
+            decided_by: "system".into(),
+            edited_args: None,
         };
         let (ty, payload) = body.to_columns();
         assert_eq!(ty, "RUN_RESUMED");
         assert_eq!(payload["feedback"], serde_json::Value::Null);
+        assert_eq!(payload["edited_args"], serde_json::Value::Null);
+        assert!(payload.as_object().unwrap().contains_key("edited_args"));
         assert!(payload.as_object().unwrap().contains_key("feedback"));
         assert_eq!(payload["decision"], "expired");
         assert_eq!(EventBody::from_columns(ty, payload).unwrap(), body);

@@ -76,14 +76,29 @@ impl RunStatus {
     }
 }
 
+/// What an approval is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalKind {
+    /// A dangerous tool call.
+    #[default]
+    Tool,
+}
+
 /// The approval a run waits for, as shown in the run JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PendingApproval {
     pub approval_id: Uuid,
+    #[serde(default)]
+    pub kind: ApprovalKind,
     pub call_id: String,
     pub agent: AgentName,
     pub tool: String,
     pub args: serde_json::Value,
+    /// `jcs::sha256_hex(args)`, which a decision may name to prove what the
+    /// human saw (empty in summaries from before it was kept).
+    #[serde(default)]
+    pub args_sha256: String,
     pub requested_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -128,6 +143,8 @@ struct CallState {
     dangerous: bool,
     /// True until a human approves; set again by `TOOL_INTERRUPTED`.
     needs_approval: bool,
+    /// Whether an approver replaced `args` (the model must be told).
+    edited: bool,
     /// A rejection or expiry waiting to become the call's `TOOL_RESULT`.
     denial: Option<(Decision, Option<String>)>,
     /// `TOOL_STARTED` entries so far (a safe tool may run again after a crash).
@@ -151,6 +168,8 @@ pub struct RunState {
     pub task: String,
     pub approval_timeout_secs: u64,
     pub created_at: DateTime<Utc>,
+    /// The name of the token that created the run.
+    pub created_by: String,
     pub last_seq: i64,
     /// The run's trace (see `telemetry::trace`).
     pub trace: TraceRef,
@@ -212,6 +231,12 @@ pub enum Input {
         approved: bool,
         feedback: Option<String>,
         decided_by: String,
+        /// The hash of the arguments the human saw; refused if they are not
+        /// the ones waiting.
+        args_sha256: Option<String>,
+        /// Arguments to run the tool with instead (only with approval;
+        /// checked against the tool's schema by the caller).
+        edited_args: Option<serde_json::Value>,
     },
     ApprovalExpired {
         approval_id: Uuid,
@@ -229,6 +254,10 @@ pub enum Refusal {
     NoPendingApproval,
     #[error("this approval was already decided")]
     AlreadyDecided,
+    #[error(
+        "the arguments waiting for approval are not the ones you saw (args_sha256 differs); reload and decide again"
+    )]
+    ArgsChanged,
     #[error("the run has already finished")]
     AlreadyFinished,
     /// An answer to something the run no longer waits for; drop it.
@@ -311,6 +340,7 @@ impl RunState {
             agent,
             approval_timeout_secs,
             trace,
+            created_by,
         } = &first.body
         else {
             return None;
@@ -321,6 +351,7 @@ impl RunState {
             task: task.clone(),
             approval_timeout_secs: *approval_timeout_secs,
             created_at: first.at,
+            created_by: created_by.clone(),
             last_seq: first.seq,
             trace: trace.clone().unwrap_or_else(|| TraceRef {
                 trace_id: run_id.simple().to_string(),
@@ -449,6 +480,7 @@ impl RunState {
                         args: args.clone(),
                         dangerous: *dangerous,
                         needs_approval: *dangerous,
+                        edited: false,
                         denial: None,
                         starts: 0,
                         interruptions: 0,
@@ -461,16 +493,23 @@ impl RunState {
                 call_id,
                 tool,
                 args,
+                args_sha256,
                 expires_at,
                 ..
             } => {
                 self.approvals.insert(*approval_id, None);
                 self.pending = Some(PendingApproval {
                     approval_id: *approval_id,
+                    kind: ApprovalKind::Tool,
                     call_id: call_id.clone(),
                     agent: event.agent.unwrap_or(self.current_agent()),
                     tool: tool.clone(),
                     args: args.clone(),
+                    args_sha256: if args_sha256.is_empty() {
+                        crate::jcs::sha256_hex(args)
+                    } else {
+                        args_sha256.clone()
+                    },
                     requested_at: event.at,
                     expires_at: *expires_at,
                 });
@@ -479,6 +518,7 @@ impl RunState {
                 approval_id,
                 decision,
                 feedback,
+                edited_args,
                 ..
             } => {
                 self.approvals.insert(*approval_id, Some(*decision));
@@ -487,7 +527,13 @@ impl RunState {
                 };
                 if let Some(call) = self.calls.get_mut(&pending.call_id) {
                     match decision {
-                        Decision::Approved => call.needs_approval = false,
+                        Decision::Approved => {
+                            call.needs_approval = false;
+                            if let Some(args) = edited_args {
+                                call.args = args.clone();
+                                call.edited = true;
+                            }
+                        }
                         Decision::Rejected | Decision::Expired => {
                             call.denial = Some((*decision, feedback.clone()))
                         }
@@ -646,6 +692,11 @@ impl Builder<'_> {
                     return Err(Refusal::Stale);
                 }
                 let tool = call.tool.clone();
+                let output = if call.edited {
+                    edited_note(&call.args, &outcome.output)
+                } else {
+                    outcome.output
+                };
                 self.push(
                     agent,
                     format!("tool-result:{call_id}"),
@@ -653,7 +704,7 @@ impl Builder<'_> {
                         call_id,
                         tool,
                         ok: outcome.ok,
-                        output: outcome.output,
+                        output,
                         exit_code: outcome.exit_code,
                         duration_ms,
                     },
@@ -664,14 +715,25 @@ impl Builder<'_> {
                 approved,
                 feedback,
                 decided_by,
+                args_sha256,
+                edited_args,
             } => {
                 self.check_decidable(approval_id)?;
-                let decision = if approved {
-                    Decision::Approved
+                if let Some(seen) = args_sha256
+                    && self
+                        .state
+                        .pending
+                        .as_ref()
+                        .is_some_and(|p| !p.args_sha256.eq_ignore_ascii_case(seen.trim()))
+                {
+                    return Err(Refusal::ArgsChanged);
+                }
+                let (decision, edited_args) = if approved {
+                    (Decision::Approved, edited_args)
                 } else {
-                    Decision::Rejected
+                    (Decision::Rejected, None)
                 };
-                self.resume(approval_id, decision, feedback, decided_by);
+                self.resume(approval_id, decision, feedback, decided_by, edited_args);
             }
             Input::ApprovalExpired { approval_id } => {
                 self.check_decidable(approval_id)
@@ -686,7 +748,8 @@ impl Builder<'_> {
                         approval_id,
                         Decision::Expired,
                         Some(EXPIRED_FEEDBACK.into()),
-                        "timeout".into(),
+                        crate::auth::SYSTEM.into(),
+                        None,
                     );
                 }
             }
@@ -720,6 +783,7 @@ impl Builder<'_> {
         decision: Decision,
         feedback: Option<String>,
         decided_by: String,
+        edited_args: Option<serde_json::Value>,
     ) {
         let agent = self.state.pending.as_ref().map(|p| p.agent);
         self.push(
@@ -730,6 +794,7 @@ impl Builder<'_> {
                 decision,
                 feedback,
                 decided_by,
+                edited_args,
             },
         );
     }
@@ -1013,6 +1078,7 @@ impl Builder<'_> {
                 call_id: call_id.to_string(),
                 tool: call.tool.clone(),
                 args: call.args.clone(),
+                args_sha256: crate::jcs::sha256_hex(&call.args),
                 expires_at: self.env.now + timeout,
                 interrupted,
             },
@@ -1042,6 +1108,28 @@ pub fn denial_text(
             "DENIED: a human rejected this `{tool}` call, so it was NOT run. Feedback: {quoted}."
         ),
     }
+}
+
+/// The most of the edited arguments repeated to the model, so a large file
+/// written by a human does not crowd out the tool's own output.
+const EDITED_ARGS_SHOWN_BYTES: usize = 4096;
+
+/// A tool's output as the model reads it when an approver changed the
+/// arguments: said first and plainly, with the arguments that ran.
+fn edited_note(args: &serde_json::Value, output: &str) -> String {
+    let mut shown = args.to_string();
+    if shown.len() > EDITED_ARGS_SHOWN_BYTES {
+        let mut cut = EDITED_ARGS_SHOWN_BYTES;
+        while !shown.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let left_out = shown.len() - cut;
+        shown.truncate(cut);
+        shown.push_str(&format!(" [... {left_out} more bytes]"));
+    }
+    tools::cap_output(&format!(
+        "NOTE: a human approver changed the arguments of this call before approving it, so it did NOT run with the arguments you gave. It ran with: {shown}\n\n{output}"
+    ))
 }
 
 fn parse_delegate(args: &serde_json::Value) -> Result<(AgentName, String), String> {

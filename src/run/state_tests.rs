@@ -45,6 +45,7 @@ impl Sim {
                 agent,
                 approval_timeout_secs: 60,
                 trace: None,
+                created_by: "alice".into(),
             },
         };
         Sim {
@@ -153,6 +154,22 @@ impl Sim {
             approved,
             feedback: feedback.map(str::to_string),
             decided_by: "test".into(),
+            args_sha256: None,
+            edited_args: None,
+        })
+    }
+
+    /// Approves the pending call naming the hash of the arguments seen, and
+    /// perhaps with edited arguments.
+    fn approve_seen(&mut self, seen: &str, edited: Option<Value>) -> Result<Effect, Refusal> {
+        let approval_id = self.state.pending_approval().expect("pending").approval_id;
+        self.step(Input::Decide {
+            approval_id,
+            approved: true,
+            feedback: None,
+            decided_by: "bob".into(),
+            args_sha256: Some(seen.into()),
+            edited_args: edited,
         })
     }
 
@@ -271,6 +288,77 @@ fn dangerous_tools_wait_for_approval_and_decisions_are_final() {
     );
     sim.finish_tool(&effect, "out").unwrap();
     assert_eq!(sim.last_types(), ["TOOL_RESULT", "LLM_CALLED"]);
+}
+
+#[test]
+fn an_approval_names_the_arguments_it_saw() {
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    let args = json!({"timeout_secs": 5, "command": "ls -la"});
+    sim.answer("", &[("shell", args.clone())]).unwrap();
+    let pending = sim.state.pending_approval().unwrap().clone();
+    assert_eq!(pending.args_sha256, crate::jcs::sha256_hex(&args));
+    let EventBody::RunSuspended { args_sha256, .. } = &sim.journal.last().unwrap().body else {
+        panic!("the last entry is RUN_SUSPENDED");
+    };
+    assert_eq!(*args_sha256, pending.args_sha256);
+
+    // Arguments other than the waiting ones: refused, nothing journaled.
+    let before = sim.journal.len();
+    let other = crate::jcs::sha256_hex(&json!({"command": "rm -rf /"}));
+    assert_eq!(sim.approve_seen(&other, None), Err(Refusal::ArgsChanged));
+    assert_eq!(sim.journal.len(), before);
+    assert_eq!(sim.state.status(), RunStatus::WaitingApproval);
+
+    let effect = sim
+        .approve_seen(&pending.args_sha256.to_uppercase(), None)
+        .unwrap();
+    assert!(matches!(effect, Effect::RunTool { args: ref a, .. } if *a == args));
+    assert_eq!(sim.state.created_by, "alice");
+}
+
+#[test]
+fn edited_arguments_run_and_the_model_is_told() {
+    let mut sim = Sim::new(AgentName::Coding, "t");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("shell", json!({"command": "rm -rf build"}))])
+        .unwrap();
+    let seen = sim.state.pending_approval().unwrap().args_sha256.clone();
+    let edited = json!({"command": "rm -rf build/tmp"});
+    let effect = sim.approve_seen(&seen, Some(edited.clone())).unwrap();
+    let resumed = &sim.journal[sim.journal.len() - 2];
+    assert!(matches!(
+        &resumed.body,
+        EventBody::RunResumed { edited_args: Some(a), decided_by, .. } if *a == edited && decided_by == "bob"
+    ));
+    assert!(matches!(effect, Effect::RunTool { args: ref a, .. } if *a == edited));
+
+    // After a crash while it ran, the human is asked again about the
+    // arguments that actually ran.
+    let mut recovered = sim.recovered(sim.journal.len());
+    recovered.step(Input::Wake).unwrap();
+    assert_eq!(
+        recovered.last_types(),
+        ["TOOL_INTERRUPTED", "RUN_SUSPENDED"]
+    );
+    let again = recovered.state.pending_approval().unwrap();
+    assert_eq!(again.args, edited);
+    assert_eq!(again.args_sha256, crate::jcs::sha256_hex(&edited));
+
+    let effect = sim.finish_tool(&effect, "removed").unwrap();
+    let (output, _) = tool_output(&sim.journal[sim.journal.len() - 2]);
+    assert!(
+        output.starts_with("NOTE: a human approver changed the arguments"),
+        "{output}"
+    );
+    assert!(
+        output.contains("rm -rf build/tmp") && output.ends_with("removed"),
+        "{output}"
+    );
+    assert!(matches!(
+        model_messages(&effect).last(),
+        Some(Message::ToolResult { output: o, .. }) if o.contains("did NOT run with the arguments you gave")
+    ));
 }
 
 #[test]

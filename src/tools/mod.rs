@@ -10,6 +10,7 @@
 
 pub mod files;
 pub mod loki;
+pub mod schema;
 pub mod shell;
 pub mod workspace;
 
@@ -131,6 +132,7 @@ pub fn spec(tool: &str) -> Option<ToolSpec> {
                 "properties": {
                     "command": {
                         "type": "string",
+                        "minLength": 1,
                         "description": "The shell command line to run, e.g. `cargo test 2>&1 | tail -n 50`."
                     },
                     "timeout_secs": {
@@ -240,6 +242,13 @@ pub fn spec(tool: &str) -> Option<ToolSpec> {
         description,
         parameters,
     })
+}
+
+/// Checks arguments against the tool's schema (for arguments a human
+/// edited before approving).
+pub fn check_args(tool: &str, args: &Value) -> Result<(), String> {
+    let spec = spec(tool).ok_or_else(|| format!("there is no tool `{tool}`"))?;
+    schema::validate(&spec.parameters, args).map_err(|e| format!("{tool}: {e}"))
 }
 
 /// Runs one tool call. Any failure, including bad arguments, becomes an outcome with `ok: false`.

@@ -132,8 +132,8 @@ async fn sigterm_closes_websockets_and_stops_promptly() {
     let llm = crate::mock_llm::MockLlm::start().await;
     let workspace = tempfile::tempdir().unwrap();
     let server = Server::start(&database_url, &llm, &workspace).await;
-    let url = format!("{}/api/ws", server.api.address.replace("http://", "ws://"));
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let request = crate::helpers::ws_request(&server.api.address, crate::helpers::ADMIN_TOKEN);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
 
     let started = std::time::Instant::now();
     let status = tokio::task::spawn_blocking(move || server.terminate())

@@ -43,7 +43,7 @@ async fn cancelling_during_a_model_call_aborts_the_request() {
     let last = events.last().unwrap();
     assert_eq!(last["type"], "RUN_CANCELLED");
     assert_eq!(last["payload"]["reason"], "test");
-    assert_eq!(last["payload"]["by"], "api");
+    assert_eq!(last["payload"]["by"], "admin");
     assert_error(api.cancel(id).await, 409, "already_finished").await;
 }
 

@@ -20,6 +20,41 @@ use crate::mock_llm::MockLlm;
 /// How long any wait for a condition may take before the test fails.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
 
+/// The `admin` token of every test server (`AGENT_SERVER_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123456789";
+
+/// A WebSocket request to `address` (`http://…`) carrying `token`.
+pub fn ws_request(
+    address: &str,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/api/ws", address.replace("http://", "ws://"));
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token fits a header"),
+    );
+    request
+}
+
+/// An HTTP client that sends `token` with every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token fits a header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("building an HTTP client")
+}
+
 /// The cluster shared by every test in this binary, stopped at exit.
 struct Cluster {
     postgres: EmbeddedPostgres,
@@ -125,6 +160,7 @@ pub fn settings_map(
             "AGENT_SERVER_DATA_DIR",
             workspace.join(".data").display().to_string(),
         ),
+        ("AGENT_SERVER_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -140,10 +176,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_on(&fresh_database().await, extra).await
+}
+
+/// A server on an existing database (a second instance, say).
+pub async fn spawn_app_on(database_url: &str, extra: &[(&str, &str)]) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = agent_server::telemetry::init();
     }
-    let database_url = fresh_database().await;
+    let database_url = database_url.to_string();
     let llm = MockLlm::start().await;
     let workspace = tempfile::tempdir().expect("creating the workspace");
     let vars = settings_map(&database_url, &llm, workspace.path(), extra);
@@ -154,7 +195,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         .spawn();
     TestApp {
         address: format!("http://127.0.0.1:{}", running.port),
-        client: reqwest::Client::new(),
+        client: client_with_token(ADMIN_TOKEN),
         llm,
         workspace,
         database_url,
@@ -178,6 +219,32 @@ impl TestApp {
 }
 
 impl Api {
+    /// The same server, asked with another token.
+    pub fn with_token(&self, token: &str) -> Api {
+        Api {
+            address: self.address.clone(),
+            client: client_with_token(token),
+        }
+    }
+
+    /// The same server, asked without any credential.
+    pub fn anonymous(&self) -> Api {
+        Api {
+            address: self.address.clone(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Creates a token with `roles` (as admin) and returns its value.
+    pub async fn new_token(&self, name: &str, roles: &[&str]) -> String {
+        let response = self
+            .post("/api/tokens", json!({"name": name, "roles": roles}))
+            .await;
+        assert_eq!(response.status(), 201, "creating the token {name}");
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_string()
+    }
+
     pub async fn post_run(&self, body: Value) -> reqwest::Response {
         self.client
             .post(format!("{}/api/runs", self.address))
@@ -273,6 +340,76 @@ impl Api {
     /// Waits for a pending approval and returns it.
     pub async fn wait_for_approval(&self, id: &str) -> Value {
         self.wait_for_status(id, "waiting_approval").await["pending_approval"].clone()
+    }
+}
+
+/// An answer read off the wire.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The contract's error code in the body, asserting the body is the
+    /// contract's JSON error.
+    pub fn error_code(&self) -> String {
+        let body: Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("a JSON error body, got {:?}: {e}", self.body));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        body["error"]["code"]
+            .as_str()
+            .expect("an error code")
+            .to_string()
+    }
+}
+
+/// Sends `request` as it is over a new TCP connection to `address`
+/// (`http://host:port`) and reads the answer until the server closes the
+/// connection or `WAIT_LIMIT` passes. `request` should ask for
+/// `Connection: close`.
+pub async fn raw_http(address: &str, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connecting");
+    stream.write_all(request).await.expect("sending");
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(WAIT_LIMIT, stream.read_to_end(&mut bytes)).await;
+    parse_raw(&bytes)
+}
+
+fn parse_raw(bytes: &[u8]) -> RawResponse {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: body.to_string(),
     }
 }
 

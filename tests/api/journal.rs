@@ -41,6 +41,8 @@ async fn new_run(pool: &deadpool_postgres::Pool) -> Uuid {
         idempotency_key: None,
         at: Utc::now(),
         trace: agent_server::telemetry::trace::TraceRef::new(None),
+        created_by: "test".into(),
+        limits: None,
     };
     journal::create_run(pool, &run).await.unwrap();
     run.id

@@ -1,6 +1,7 @@
 //! The API test suite: one binary, each test with its own database, port and
 //! mock model server.
 
+mod access;
 mod binary;
 mod cancel;
 mod demo;

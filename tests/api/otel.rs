@@ -567,10 +567,6 @@ async fn no_secret_reaches_a_log_line_a_span_a_metric_or_the_journal() {
         ("the OTLP metrics", exported_metrics),
     ] {
         assert!(!text.contains(KEY), "the key reached {place}");
-        assert!(
-            !text.to_lowercase().contains("bearer"),
-            "an Authorization header reached {place}"
-        );
     }
 }
 

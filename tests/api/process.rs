@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use tempfile::TempDir;
 
-use crate::helpers::{Api, settings_map};
+use crate::helpers::{Api, client_with_token, settings_map};
 use crate::mock_llm::MockLlm;
 
 /// The server binary running as a child process.
@@ -26,8 +26,14 @@ impl Server {
         Server::start_with(vars).await
     }
 
-    /// Starts the binary with exactly `vars` (and `PATH`).
+    /// Starts the binary with exactly `vars` (and `PATH`). Its client signs
+    /// in with `AGENT_SERVER_ADMIN_TOKEN`, or else with the admin token the
+    /// server wrote into its data dir.
     pub async fn start_with(vars: HashMap<String, String>) -> Server {
+        let token_file = vars
+            .get("AGENT_SERVER_DATA_DIR")
+            .map(|dir| std::path::Path::new(dir).join("admin-token"));
+        let given_token = vars.get("AGENT_SERVER_ADMIN_TOKEN").cloned();
         let mut child = server_command(vars)
             .stdout(Stdio::piped())
             .spawn()
@@ -53,12 +59,19 @@ impl Server {
             .await
             .expect("the server printed its address in time")
             .expect("the server printed its address before exiting");
+        let token = given_token.unwrap_or_else(|| {
+            let file = token_file.expect("AGENT_SERVER_DATA_DIR is set");
+            std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+                .trim()
+                .to_string()
+        });
         Server {
             child,
             stdout: stdout_lines,
             api: Api {
                 address,
-                client: reqwest::Client::new(),
+                client: client_with_token(&token),
             },
         }
     }

@@ -43,6 +43,7 @@ async fn a_failed_actor_restarts_from_its_journal_and_touches_no_other_run() {
         decision: agent_server::run::event::Decision::Approved,
         feedback: None,
         decided_by: "someone else".into(),
+        edited_args: None,
     }
     .to_columns();
     client

@@ -5,7 +5,6 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -19,8 +18,8 @@ struct Ws {
 
 impl Ws {
     async fn connect(app: &TestApp) -> Ws {
-        let url = format!("{}/api/ws", app.address.replace("http://", "ws://"));
-        let (stream, _) = tokio_tungstenite::connect_async(url)
+        let request = crate::helpers::ws_request(&app.address, crate::helpers::ADMIN_TOKEN);
+        let (stream, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("connecting");
         Ws { stream }
@@ -270,8 +269,7 @@ async fn malformed_frames_get_an_error_and_the_connection_stays_open() {
 }
 
 async fn connect_with_origin(app: &TestApp, origin: &str) -> Result<(), u16> {
-    let url = format!("{}/api/ws", app.address.replace("http://", "ws://"));
-    let mut request = url.into_client_request().unwrap();
+    let mut request = crate::helpers::ws_request(&app.address, crate::helpers::ADMIN_TOKEN);
     request
         .headers_mut()
         .insert("Origin", origin.parse().unwrap());
@@ -299,7 +297,11 @@ async fn other_origins_are_refused_before_the_upgrade() {
 
 #[actix_web::test]
 async fn a_client_that_does_not_read_is_cut_off_without_slowing_the_runs() {
-    let app = spawn_app_with(&[("AGENT_SERVER_WS_QUEUE", "8")]).await;
+    let app = spawn_app_with(&[
+        ("AGENT_SERVER_WS_QUEUE", "8"),
+        ("AGENT_RATE_LIMIT_RUNS_PER_MIN", "1000"),
+    ])
+    .await;
     let api = app.api();
     // Many runs, each ending with a large result, so the run summaries fill
     // the socket's buffers and then the connection's queue.
