@@ -2,6 +2,7 @@
 //! and steer them.
 //!
 //! Layout:
+//! - `cli`: `agent-server token …`, straight on the database.
 //! - `config`: settings from the environment, validated once at start.
 //! - `startup`: the one wiring point (database, actors, HTTP, recovery).
 //! - `telemetry`: the tracing subscriber and the metrics served at `/metrics`.
@@ -27,6 +28,7 @@ pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod jcs;

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 use agent_server::config::Settings;
 use agent_server::startup::{self, Application};
 
-const USAGE: &str = "usage: agent-server [serve | migrate | bench]";
+const USAGE: &str = "usage: agent-server [serve | migrate | bench | token ...]";
 
 fn main() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
-    if !matches!(command.as_str(), "serve" | "migrate" | "bench") {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = args.first().cloned().unwrap_or_else(|| "serve".into());
+    if !matches!(command.as_str(), "serve" | "migrate" | "bench" | "token") {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
@@ -20,6 +21,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if command == "token" {
+        // No telemetry: stdout is the command's answer (a new token alone).
+        let token_command = match agent_server::cli::parse_token_command(&args[1..]) {
+            Ok(token_command) => token_command,
+            Err(error) => {
+                eprintln!(
+                    "agent-server token: {error}\n{}",
+                    agent_server::cli::TOKEN_USAGE
+                );
+                return ExitCode::from(2);
+            }
+        };
+        let outcome =
+            actix_rt::System::new().block_on(agent_server::cli::token(&settings, token_command));
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("agent-server token: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The bench measures what exporting telemetry costs. Without a collector
     // of the user's it exports to a sink of its own that discards everything.
     let mut sink = None;

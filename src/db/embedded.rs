@@ -518,6 +518,12 @@ impl EmbeddedPostgres {
         text
     }
 
+    /// Whether the cluster was running before this handle got it (a server
+    /// uses it), so a short-lived command knows not to stop it.
+    pub fn was_running(&self) -> bool {
+        self.origin == Origin::Reused
+    }
+
     /// Stops the cluster (`pg_ctl stop -m fast`, waits). Only stops a cluster
     /// this process started or reused; a second call does nothing.
     pub async fn stop(&self) -> Result<(), Error> {

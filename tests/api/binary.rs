@@ -154,3 +154,99 @@ async fn sigterm_closes_websockets_and_stops_promptly() {
     };
     assert_eq!(close.unwrap().code, CloseCode::Away);
 }
+
+/// `agent-server token …` on the data dir's embedded cluster, `env`-clean.
+fn token_command(data_dir: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_agent-server"))
+        .arg("token")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AGENT_SERVER_DATA_DIR", data_dir)
+        .output()
+        .expect("running agent-server token")
+}
+
+/// A new user's first start: an admin token in the data dir, readable by
+/// its owner only, named but never shown in the output; tokens made,
+/// listed and revoked from the command line while the server runs.
+#[actix_web::test]
+async fn the_first_start_makes_an_admin_token_and_token_commands_work_beside_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let data = tempfile::Builder::new()
+        .prefix("agent-server-tokens-")
+        .tempdir()
+        .unwrap();
+    let data_dir = data.path().to_str().unwrap().to_string();
+    let settings = vars(&[
+        ("AGENT_SERVER_DATA_DIR", &data_dir),
+        ("AGENT_SERVER_ADDR", "127.0.0.1:0"),
+    ]);
+    let server = Server::start_with(settings.clone()).await;
+    let file = data.path().join("admin-token");
+    let admin_token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let me: serde_json::Value = server.api.get("/api/me").await.json().await.unwrap();
+    assert_eq!(me, json!({"name": "admin", "roles": ["admin"]}));
+    let printed = crate::helpers::wait_until("the sign-in hint", || async {
+        let lines = server.stdout.lock().unwrap().join("\n");
+        lines.contains("#token=").then_some(lines)
+    })
+    .await;
+    assert!(printed.contains(&file.display().to_string()), "{printed}");
+    assert!(
+        !printed.contains(&admin_token),
+        "the token itself is never printed"
+    );
+
+    // Tokens from the command line, on the cluster the server runs.
+    let created = token_command(
+        &data_dir,
+        &["create", "--name", "ci", "--role", "viewer,operator"],
+    );
+    assert!(created.status.success(), "{created:?}");
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    let ci_token = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1, "the token alone: {stdout}");
+    let ci = server.api.with_token(ci_token);
+    let me: serde_json::Value = ci.get("/api/me").await.json().await.unwrap();
+    assert_eq!(me, json!({"name": "ci", "roles": ["viewer", "operator"]}));
+    let listed = token_command(&data_dir, &["list"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("ci ") && l.contains("viewer,operator")),
+        "{listed}"
+    );
+    assert!(listed.lines().any(|l| l.starts_with("admin ")), "{listed}");
+    assert!(!listed.contains(ci_token) && !listed.contains(&admin_token));
+    let bad = token_command(&data_dir, &["create", "--name", "ci", "--role", "viewer"]);
+    assert!(!bad.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).trim().lines().count(),
+        1
+    );
+
+    let revoked = token_command(&data_dir, &["revoke", "ci"]);
+    assert!(revoked.status.success(), "{revoked:?}");
+    crate::helpers::wait_until("the revoked token to be refused", || async {
+        (ci.get("/api/runs").await.status() == 401).then_some(())
+    })
+    .await;
+    assert!(server.terminate().success());
+
+    // The next start keeps the admin token; the command line also works
+    // with no server running (and stops the cluster it started).
+    let listed = token_command(&data_dir, &["list"]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(!data.path().join("pg/data/postmaster.pid").exists());
+    let server = Server::start_with(settings).await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), admin_token);
+    assert_eq!(server.api.get("/api/me").await.status(), 200);
+    assert!(server.terminate().success());
+}
