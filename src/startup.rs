@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
@@ -184,17 +184,14 @@ impl Application {
             access: api::access::AccessPolicy::new(&settings, local.port()),
             settings: Arc::new(settings),
         });
-        let server = HttpServer::new(move || {
+        let server = api::wire::server(listener, move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(api::access::guard))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .configure(api::configure)
                 .default_service(web::to(api::not_found))
-        })
-        .disable_signals()
-        .listen(listener)?
-        .run();
+        })?;
         println!("agent-server listening on http://{local}");
         if let Some(bootstrap) = &bootstrap {
             println!("{}", sign_in_hint(bootstrap, local));

@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod error;
 pub mod runs;
 pub mod tokens;
+pub mod wire;
 pub mod ws;
 
 use std::time::Duration;

@@ -805,3 +805,24 @@ async fn a_body_that_stops_arriving_is_cut_after_10_seconds() {
     let list: Value = app.api().get("/api/runs").await.json().await.unwrap();
     assert!(list["runs"].as_array().unwrap().is_empty());
 }
+
+#[actix_web::test]
+async fn the_http_parsers_own_errors_have_the_json_body() {
+    let app = spawn_app().await;
+    for request in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header Name: x\r\n\r\n",
+    ] {
+        let response = raw_http(&app.address, request).await;
+        assert_eq!(response.status, 400, "{request:?}");
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        assert_eq!(response.error_code(), "invalid_request");
+    }
+    // A request head that never ends.
+    let response = raw_http(&app.address, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    assert_eq!(response.status, 408);
+    assert_eq!(response.error_code(), "request_timeout");
+    // The server answers the next client as before.
+    assert_eq!(app.api().get("/healthz").await.status(), 200);
+}
