@@ -56,7 +56,8 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// A run as the API shows it (contract section 3).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Run)]
 pub struct RunRecord {
     pub id: Uuid,
     pub status: RunStatus,

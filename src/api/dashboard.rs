@@ -87,12 +87,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 const GRAFANA_META: &str = r#"<meta name="grafana-url" content="">"#;
 
 /// `GET /`
-async fn index(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get, path = "/", tag = "dashboard",
+    summary = "The web dashboard",
+    description = "The page signs in itself (`/#token=…` or its form).",
+    responses(
+        (status = 200, description = "The page", content_type = "text/html"),
+        (status = 304, description = "Not modified since the `ETag` given"),
+    )
+)]
+pub async fn index(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     serve(&req, "index.html")
 }
 
 /// `GET /static/{file}`
-async fn file(req: HttpRequest, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get, path = "/static/{file}", tag = "dashboard",
+    summary = "The dashboard's files",
+    params(("file" = String, Path, description = "A file of the dashboard")),
+    responses(
+        (status = 200, description = "The file"),
+        (status = 304, description = "Not modified since the `ETag` given"),
+        (status = 404, description = "No such file (`not_found`)", body = super::openapi::ErrorBody),
+    )
+)]
+pub async fn file(req: HttpRequest, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     serve(&req, &name)
 }
 

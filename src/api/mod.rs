@@ -4,6 +4,7 @@
 pub mod access;
 pub mod dashboard;
 pub mod error;
+pub mod openapi;
 pub mod runs;
 pub mod tokens;
 pub mod wire;
@@ -113,6 +114,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::delete().to(tokens::sign_out),
         ],
     ))
+    .service(resource(
+        "/api/openapi.json",
+        "GET, HEAD",
+        vec![web::get().to(openapi::document)],
+    ))
     .service(resource("/api/ws", "GET", vec![web::get().to(ws::connect)]))
     .service(resource(
         "/metrics",
@@ -132,17 +138,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /metrics`: Prometheus' text format.
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(
+    get, path = "/metrics", tag = "probes",
+    summary = "Metrics in Prometheus' text format",
+    responses((status = 200, description = "The metrics", content_type = "text/plain"))
+)]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.registry.deps().metrics.render())
 }
 
-async fn healthz() -> HttpResponse {
+/// `GET /healthz`
+#[utoipa::path(
+    get, path = "/healthz", tag = "probes",
+    summary = "Whether the process runs",
+    responses((status = 200, description = "It runs", body = openapi::Status))
+)]
+pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// `GET /readyz`
+#[utoipa::path(
+    get, path = "/readyz", tag = "probes",
+    summary = "Whether the database answers",
+    responses(
+        (status = 200, description = "Ready", body = openapi::Status),
+        (status = 503, description = "The database does not answer (`unavailable`)", body = openapi::ErrorBody),
+    )
+)]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     crate::journal::ping(&state.pool)
         .await
         .map_err(|_| ApiError::Unavailable("the database does not answer".into()))?;
@@ -225,7 +251,7 @@ async fn read_body<T: DeserializeOwned>(
             "the request body must be JSON, sent with `Content-Type: application/json`".into(),
         ));
     }
-    serde_json::from_slice(&body)
-        .map(Some)
+    // `null` is no body, like an empty one.
+    serde_json::from_slice::<Option<T>>(&body)
         .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::access::Caller;
+use super::openapi::{Decided, ErrorBody, EventPage, RunPage};
 use super::{ApiError, AppState, read_json};
 use crate::agents::AgentName;
 use crate::config::MAX_APPROVAL_TIMEOUT_SECS;
@@ -26,34 +27,95 @@ pub const MAX_FEEDBACK_CHARS: usize = 8_192;
 /// The longest cancellation reason accepted, in characters.
 pub const MAX_REASON_CHARS: usize = 8_192;
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/runs`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRun {
+pub struct CreateRun {
+    /// What the agent should do: some character that is not whitespace, and
+    /// no NUL characters.
+    #[schema(
+        min_length = 1,
+        max_length = 32768,
+        pattern = r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+    )]
     task: String,
+    /// The agent the run starts with (default `orchestrator`).
+    #[schema(value_type = Option<AgentName>)]
     agent: Option<String>,
-    approval_timeout_secs: Option<i64>,
+    /// How long a dangerous call waits for a human (default `AGENT_APPROVAL_TIMEOUT_SECS`).
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 259200)]
+    approval_timeout_secs: Option<serde_json::Number>,
+    /// The same key again gives the same run; no NUL characters.
+    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/runs/{id}/resume`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResumeBody {
+pub struct ResumeBody {
+    /// The `approval_id` of the run's `pending_approval`.
+    #[schema(format = Uuid)]
     approval_id: String,
+    #[schema(value_type = DecisionName)]
     decision: String,
+    /// What the model reads with the decision.
+    #[schema(max_length = 8192)]
     feedback: Option<String>,
-    /// The hash of the arguments the human saw (`jcs::sha256_hex`).
+    /// The lowercase hex SHA-256 of the RFC 8785 canonical JSON of the
+    /// arguments the human saw; refused with 409 if they are not the ones
+    /// waiting.
+    #[schema(pattern = r"^[0-9a-fA-F]{64}$")]
     args_sha256: Option<String>,
-    /// Arguments to run the tool with instead of the model's.
+    /// With `approved` only: the arguments to run the tool with instead of
+    /// the model's; they must fit the tool's schema.
+    #[schema(value_type = Option<Object>)]
     args: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A human's decision on an approval.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // Documents the accepted values; the handler reads a string.
+pub enum DecisionName {
+    Approved,
+    Rejected,
+}
+
+/// The body of `POST /api/runs/{id}/cancel` (optional).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CancelBody {
+pub struct CancelBody {
+    #[schema(max_length = 8192)]
     reason: Option<String>,
 }
 
+/// Whitespace as the API document's `task` pattern names it: what counts as
+/// blank must be the same set for the server and for any client that reads
+/// the document (regex engines disagree on `\s`).
+fn is_blank(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | ' ' | '\u{1C}'..='\u{1F}' | '\u{85}' | '\u{A0}'
+            | '\u{1680}' | '\u{2000}'..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}'
+            | '\u{205F}' | '\u{3000}' | '\u{FEFF}'
+    )
+}
+
 /// `POST /api/runs`
+#[utoipa::path(
+    post, path = "/api/runs", tag = "runs",
+    summary = "Create a run",
+    description = "Starts a run of `agent` on `task`. The same idempotency key gives the same run again, never a second one. The key may also come as the `Idempotency-Key` header (one key space; a header and a field that differ are a 400).",
+    request_body = CreateRun,
+    responses(
+        (status = 201, description = "The new run", body = RunRecord),
+        (status = 200, description = "The run made earlier with this idempotency key", body = RunRecord),
+        (status = 409, description = "The idempotency key was used for a different task or agent (`conflict`)", body = ErrorBody),
+        (status = 429, description = "The token is over a rate limit (`rate_limited`); nothing was created", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until a retry may succeed"))),
+    )
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -70,7 +132,7 @@ pub async fn create(
             "`task` must not contain NUL characters".into(),
         ));
     }
-    if body.task.trim().is_empty() {
+    if body.task.chars().all(is_blank) {
         return Err(ApiError::InvalidRequest("`task` must not be empty".into()));
     }
     if task_chars > MAX_TASK_CHARS {
@@ -82,9 +144,17 @@ pub async fn create(
         None => AgentName::Orchestrator,
         Some(name) => name.parse().map_err(ApiError::InvalidRequest)?,
     };
-    let approval_timeout_secs = match body.approval_timeout_secs {
+    // JSON has one number type: `60.0` is the whole number 60.
+    let approval_timeout_secs = match body
+        .approval_timeout_secs
+        .map(|n| n.as_f64().unwrap_or(f64::NAN))
+    {
         None => app.settings.approval_timeout_secs,
-        Some(secs) if (1..=MAX_APPROVAL_TIMEOUT_SECS as i64).contains(&secs) => secs as u64,
+        Some(secs)
+            if secs.fract() == 0.0 && (1.0..=MAX_APPROVAL_TIMEOUT_SECS as f64).contains(&secs) =>
+        {
+            secs as u64
+        }
         Some(secs) => {
             return Err(ApiError::InvalidRequest(format!(
                 "`approval_timeout_secs` is {secs}; it must be from 1 to {MAX_APPROVAL_TIMEOUT_SECS}"
@@ -213,15 +283,34 @@ fn encode_cursor(run: &RunRecord) -> String {
 
 fn decode_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let (micros, id) = text.split_once('_')?;
+    // Exactly the form `encode_cursor` writes (and the API document says).
+    let digits = micros.strip_prefix('-').unwrap_or(micros);
+    if !(1..=16).contains(&digits.len())
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || id.len() != 36
+    {
+        return None;
+    }
     let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
     Some((at, id.parse().ok()?))
 }
 
 /// `GET /api/runs?status=&limit=&before=`
+#[utoipa::path(
+    get, path = "/api/runs", tag = "runs",
+    summary = "List runs, newest first",
+    params(
+        ("status" = Option<RunStatus>, Query, description = "Only runs with this status"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Runs per page (default 50)"),
+        ("before" = Option<String>, Query, pattern = r"^-?[0-9]{1,16}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+            description = "The `next_before` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of runs", body = RunPage))
+)]
 pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let params = query(&req, &["status", "limit", "before"])?;
     let status = match params.get("status").map(String::as_str) {
-        None | Some("") => None,
+        None => None,
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             ApiError::InvalidRequest(format!(
                 "`status` must be one of pending, running, waiting_approval, completed, failed, cancelled; got `{s}`"
@@ -230,7 +319,7 @@ pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResp
     };
     let limit = number_param(&params, "limit", 50, 1, 200)?;
     let before = match params.get("before").map(String::as_str) {
-        None | Some("") => None,
+        None => None,
         Some(text) => Some(decode_cursor(text).ok_or_else(|| {
             ApiError::InvalidRequest("`before` is not a cursor this server gave out".into())
         })?),
@@ -248,6 +337,15 @@ fn run_id(path: &str) -> Result<Uuid, ApiError> {
 }
 
 /// `GET /api/runs/{id}`
+#[utoipa::path(
+    get, path = "/api/runs/{id}", tag = "runs",
+    summary = "Read a run",
+    params(("id" = String, Path, description = "The run's id (a UUID; anything else is not found)")),
+    responses(
+        (status = 200, description = "The run", body = RunRecord),
+        (status = 404, description = "No such run (`not_found`)", body = ErrorBody),
+    )
+)]
 pub async fn get(
     path: web::Path<String>,
     app: web::Data<AppState>,
@@ -260,6 +358,19 @@ pub async fn get(
 }
 
 /// `GET /api/runs/{id}/events?after=N&limit=M`
+#[utoipa::path(
+    get, path = "/api/runs/{id}/events", tag = "runs",
+    summary = "Read a run's journal",
+    params(
+        ("id" = String, Path, description = "The run's id"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Only entries with a greater `seq` (default 0)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Entries at most (default 1000)"),
+    ),
+    responses(
+        (status = 200, description = "Journal entries in `seq` order", body = EventPage),
+        (status = 404, description = "No such run (`not_found`)", body = ErrorBody),
+    )
+)]
 pub async fn events(
     req: HttpRequest,
     path: web::Path<String>,
@@ -277,6 +388,18 @@ pub async fn events(
 }
 
 /// `POST /api/runs/{id}/resume`
+#[utoipa::path(
+    post, path = "/api/runs/{id}/resume", tag = "runs",
+    summary = "Decide a pending approval",
+    description = "Answered once the decision is in the journal. With `AGENT_REQUIRE_SECOND_APPROVER=true` the run's creator may not decide (403).",
+    params(("id" = String, Path, description = "The run's id")),
+    request_body = ResumeBody,
+    responses(
+        (status = 200, description = "The decision is journaled", body = Decided),
+        (status = 404, description = "No such run (`not_found`)", body = ErrorBody),
+        (status = 409, description = "`no_pending_approval`, `already_decided`, or `conflict` (the arguments waiting are not the ones named by `args_sha256`); nothing was journaled", body = ErrorBody),
+    )
+)]
 pub async fn resume(
     req: HttpRequest,
     path: web::Path<String>,
@@ -288,10 +411,11 @@ pub async fn resume(
     let body: ResumeBody = read_json(&req, payload).await?.ok_or_else(|| {
         ApiError::InvalidRequest("a JSON body with `approval_id` and `decision` is required".into())
     })?;
-    let approval_id: Uuid = body
-        .approval_id
-        .parse()
-        .map_err(|_| ApiError::InvalidRequest("`approval_id` must be a UUID".into()))?;
+    // The hyphenated form only, as the API document's `format: uuid` says.
+    let approval_id: Uuid = Some(&body.approval_id)
+        .filter(|id| id.len() == 36)
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| ApiError::InvalidRequest("`approval_id` must be a UUID".into()))?;
     let approved = match body.decision.as_str() {
         "approved" => true,
         "rejected" => false,
@@ -359,6 +483,18 @@ pub async fn resume(
 }
 
 /// `POST /api/runs/{id}/cancel`
+#[utoipa::path(
+    post, path = "/api/runs/{id}/cancel", tag = "runs",
+    summary = "Cancel a run",
+    description = "Answered once the cancellation is in the journal; the model request in flight is aborted and a running command is killed.",
+    params(("id" = String, Path, description = "The run's id")),
+    request_body(content = Option<CancelBody>, description = "Optional"),
+    responses(
+        (status = 200, description = "The cancelled run", body = RunRecord),
+        (status = 404, description = "No such run (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The run has already finished (`already_finished`)", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     req: HttpRequest,
     path: web::Path<String>,

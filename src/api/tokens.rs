@@ -5,32 +5,62 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::access::{Caller, SESSION_COOKIE, session_cookie};
+use super::openapi::{ErrorBody, Revoked, TokenList};
 use super::{ApiError, AppState, read_json};
+use crate::auth::Identity;
 use crate::auth::authenticator::Credential;
-use crate::auth::{self, store};
+use crate::auth::{self, Role, store};
 
 /// How long a dashboard session lasts; the page then asks to sign in again.
 pub const SESSION_LIFETIME: chrono::Duration = chrono::Duration::hours(12);
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/tokens`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateToken {
+pub struct CreateToken {
+    /// Unique, never reused (revoked tokens keep their names).
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     name: String,
+    #[schema(value_type = Vec<Role>, min_items = 1)]
     roles: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The answer of `POST /api/tokens`: the only time the token is shown.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct NewToken {
+    name: String,
+    roles: Vec<Role>,
+    token: String,
+}
+
+/// The body of `POST /api/session`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SignIn {
+pub struct SignIn {
     token: String,
 }
 
 /// `GET /api/me`
+#[utoipa::path(
+    get, path = "/api/me", tag = "access",
+    summary = "Who the credential is",
+    responses((status = 200, description = "The token's name and roles", body = Identity))
+)]
 pub async fn me(Caller(identity): Caller) -> HttpResponse {
     HttpResponse::Ok().json(identity)
 }
 
 /// `POST /api/tokens`: the new token is in this answer and nowhere else.
+#[utoipa::path(
+    post, path = "/api/tokens", tag = "access",
+    summary = "Create a token",
+    description = "The token is in this answer and nowhere else; the server keeps only its hash.",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "The new token", body = NewToken),
+        (status = 409, description = "The name is taken (`conflict`)", body = ErrorBody),
+    )
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -59,14 +89,19 @@ pub async fn create(
     )
     .await?;
     tracing::info!(name = %info.name, roles = ?info.roles, by = %caller.name, "token created");
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "name": info.name,
-        "roles": info.roles,
-        "token": token.expose(),
-    })))
+    Ok(HttpResponse::Created().json(NewToken {
+        name: info.name,
+        roles: info.roles,
+        token: token.expose().to_string(),
+    }))
 }
 
 /// `GET /api/tokens`: never a token or its hash.
+#[utoipa::path(
+    get, path = "/api/tokens", tag = "access",
+    summary = "List tokens",
+    responses((status = 200, description = "Every token, revoked ones included; never a value or a hash", body = TokenList))
+)]
 pub async fn list(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let client = app.pool.get().await.map_err(store::Error::from)?;
     let tokens = store::list_tokens(&client).await?;
@@ -74,12 +109,28 @@ pub async fn list(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 }
 
 /// `DELETE /api/tokens/{name}`: felt here at once, elsewhere within a second.
+#[utoipa::path(
+    delete, path = "/api/tokens/{name}", tag = "access",
+    summary = "Revoke a token",
+    description = "Refused everywhere within a second; its sessions end. A token cannot revoke itself.",
+    params(("name" = String, Path, description = "The token's name")),
+    responses(
+        (status = 200, description = "Revoked", body = Revoked),
+        (status = 404, description = "No such token (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The token making the request cannot revoke itself (`conflict`)", body = ErrorBody),
+    )
+)]
 pub async fn revoke(
     path: web::Path<String>,
     Caller(caller): Caller,
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let name = path.into_inner();
+    if name == caller.name {
+        return Err(ApiError::Conflict(
+            "a token cannot revoke itself; revoke it with another admin token or `agent-server token revoke`".into(),
+        ));
+    }
     if !store::revoke_token(&app.pool, &name, crate::journal::now()).await? {
         return Err(ApiError::NotFound(format!("no token named `{name}`")));
     }
@@ -90,6 +141,16 @@ pub async fn revoke(
 
 /// `POST /api/session`: trades a token for a session cookie, so the page
 /// never keeps the token where scripts could read it.
+#[utoipa::path(
+    post, path = "/api/session", tag = "access",
+    summary = "Sign a browser in",
+    description = "Sets the `agent_server_session` cookie (`HttpOnly`, `SameSite=Strict`). Changes made with the cookie must carry the server's own `Origin`.",
+    request_body = SignIn,
+    responses(
+        (status = 204, description = "Signed in", headers(("Set-Cookie" = String, description = "The session cookie"))),
+        (status = 401, description = "The token is unknown or revoked (`unauthorized`)", body = ErrorBody),
+    )
+)]
 pub async fn sign_in(
     req: HttpRequest,
     payload: web::Payload,
@@ -123,6 +184,11 @@ pub async fn sign_in(
 }
 
 /// `DELETE /api/session`: ends the session and clears the cookie.
+#[utoipa::path(
+    delete, path = "/api/session", tag = "access",
+    summary = "Sign a browser out",
+    responses((status = 204, description = "Signed out; the cookie is cleared", headers(("Set-Cookie" = String, description = "The cleared cookie"))))
+)]
 pub async fn sign_out(
     req: HttpRequest,
     app: web::Data<AppState>,

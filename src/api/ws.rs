@@ -42,6 +42,15 @@ const REPLAY_PAGE: i64 = 1000;
 pub const CLOSE_TOO_SLOW: u16 = 4008;
 
 /// `GET /api/ws`: checks the origin, then upgrades.
+#[utoipa::path(
+    get, path = "/api/ws", tag = "live",
+    summary = "The live feed (WebSocket)",
+    description = "Upgrades to a WebSocket of JSON text frames (contract section 5): subscribe to a run's journal from any `seq`, or to every run's summary. Browsers authenticate with the session cookie; other origins than the server's own (and `AGENT_SERVER_ALLOWED_ORIGINS`) are refused.",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade (`invalid_request`)", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,

@@ -22,7 +22,7 @@ pub use authenticator::Authenticator;
 use crate::config::Secret;
 
 /// A role a token holds; a token may hold several.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,
@@ -91,7 +91,7 @@ impl Permission {
 }
 
 /// Who a request comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Identity {
     /// The token's name, written into the journal as the author.
     pub name: String,

@@ -18,7 +18,8 @@ pub enum Error {
 }
 
 /// A token as listed: never its value or its hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 pub struct TokenInfo {
     pub name: String,
     pub roles: Vec<Role>,

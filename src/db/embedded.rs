@@ -614,15 +614,15 @@ impl EmbeddedPostgres {
                 .map_err(io_error("read", &version_file))?
                 .trim()
                 .to_owned();
-            if let Some(binary_version) = &self.binaries.major {
-                if *binary_version != cluster_version {
-                    return Err(Error::VersionMismatch {
-                        path: self.data_dir.clone(),
-                        cluster_version,
-                        binary_version: binary_version.clone(),
-                        bindir: self.binaries.bindir.clone(),
-                    });
-                }
+            if let Some(binary_version) = &self.binaries.major
+                && *binary_version != cluster_version
+            {
+                return Err(Error::VersionMismatch {
+                    path: self.data_dir.clone(),
+                    cluster_version,
+                    binary_version: binary_version.clone(),
+                    bindir: self.binaries.bindir.clone(),
+                });
             }
             return Ok(false);
         }

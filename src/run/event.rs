@@ -36,7 +36,7 @@ pub enum Decision {
 }
 
 /// Why a run failed, as shown to users.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunError {
     pub code: String,
     pub message: String,

@@ -32,7 +32,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const EXPIRED_FEEDBACK: &str = "approval timed out";
 
 /// A run's status, as in the HTTP API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Pending,
@@ -77,7 +77,9 @@ impl RunStatus {
 }
 
 /// What an approval is about.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalKind {
     /// A dangerous tool call.
@@ -86,7 +88,7 @@ pub enum ApprovalKind {
 }
 
 /// The approval a run waits for, as shown in the run JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PendingApproval {
     pub approval_id: Uuid,
     #[serde(default)]
@@ -94,6 +96,7 @@ pub struct PendingApproval {
     pub call_id: String,
     pub agent: AgentName,
     pub tool: String,
+    #[schema(value_type = Object)]
     pub args: serde_json::Value,
     /// `jcs::sha256_hex(args)`, which a decision may name to prove what the
     /// human saw (empty in summaries from before it was kept).

@@ -408,10 +408,10 @@ mod tests {
         loop {
             // The shell may be midway through writing; only a full line is a whole pid.
             let text = std::fs::read_to_string(path).unwrap_or_default();
-            if text.ends_with('\n') {
-                if let Ok(pid) = text.trim().parse() {
-                    return pid;
-                }
+            if text.ends_with('\n')
+                && let Ok(pid) = text.trim().parse()
+            {
+                return pid;
             }
             assert!(Instant::now() < deadline, "pid file never appeared");
             tokio::time::sleep(Duration::from_millis(10)).await;
