@@ -508,19 +508,49 @@ async fn work_resumed_after_kill_9_joins_the_same_trace() {
     assert!(server.terminate().success());
 }
 
+/// Reads WebSocket frames until `done` holds for one of them; returns them
+/// all as text.
+async fn frames_until(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    done: impl Fn(&Value) -> bool,
+) -> String {
+    use futures_util::StreamExt;
+    let mut text = String::new();
+    loop {
+        let frame = tokio::time::timeout(crate::helpers::WAIT_LIMIT, ws.next())
+            .await
+            .expect("a WebSocket frame in time")
+            .expect("the WebSocket stays open")
+            .expect("a readable frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(frame) = frame {
+            text.push_str(&frame);
+            text.push('\n');
+            if done(&serde_json::from_str(&frame).unwrap()) {
+                return text;
+            }
+        }
+    }
+}
+
 #[actix_web::test]
-async fn no_secret_reaches_a_log_line_a_span_a_metric_or_the_journal() {
+async fn no_secret_reaches_a_log_a_span_a_metric_the_journal_a_frame_or_the_model() {
+    use futures_util::SinkExt;
     const KEY: &str = "sk-test-very-secret-4711";
     let receiver = Receiver::start().await;
     let database_url = fresh_database().await;
     let llm = MockLlm::start().await;
     let workspace = tempfile::tempdir().unwrap();
-    // The provider echoes the key back in its error, as some do.
+    // The provider echoes the key back in its error, as some do; the next
+    // run goes through a tool.
     llm.push(Reply::Status {
         code: 401,
         body: json!({"error": {"message": format!("Incorrect API key provided: {KEY}")}}),
         retry_after: None,
     });
+    llm.push(Reply::tool_call("call_1", "list_files", json!({})));
+    llm.push(Reply::text("listed"));
     let server = traced_server_with(
         &database_url,
         &llm,
@@ -529,44 +559,117 @@ async fn no_secret_reaches_a_log_line_a_span_a_metric_or_the_journal() {
         &[("RUST_LOG", "debug"), ("OPENAI_API_KEY", KEY)],
     )
     .await;
-    let run = server
-        .api
-        .create_run(json!({"task": "t", "agent": "coding"}))
-        .await;
-    let id = run["id"].as_str().unwrap().to_string();
-    let failed = server.api.wait_for_status(&id, "failed").await;
-    assert_eq!(failed["error"]["code"], "llm_error");
+    let admin = &server.api;
 
-    let journal = server
-        .api
-        .get(&format!("/api/runs/{id}/events"))
-        .await
-        .text()
+    // A token of its own, and a dashboard session made from it.
+    let token = admin.new_token("ops", &["operator"]).await;
+    let ops = admin.with_token(&token);
+    let signed_in = admin
+        .anonymous()
+        .client
+        .post(format!("{}/api/session", admin.address))
+        .json(&json!({"token": token}))
+        .send()
         .await
         .unwrap();
-    let metrics = server.api.get("/metrics").await.text().await.unwrap();
+    let session = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("agent_server_session=")
+        .to_string();
+    let me = admin
+        .anonymous()
+        .client
+        .get(format!("{}/api/me", admin.address))
+        .header("Cookie", format!("agent_server_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(crate::helpers::ws_request(&admin.address, &token))
+            .await
+            .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        json!({"op": "subscribe_runs"}).to_string(),
+    ))
+    .await
+    .unwrap();
+
+    let run = ops
+        .create_run(json!({"task": "t", "agent": "coding"}))
+        .await;
+    let failed_id = run["id"].as_str().unwrap().to_string();
+    let failed = ops.wait_for_status(&failed_id, "failed").await;
+    assert_eq!(failed["error"]["code"], "llm_error");
+    let run = ops
+        .create_run(json!({"task": "t", "agent": "coding"}))
+        .await;
+    let done_id = run["id"].as_str().unwrap().to_string();
+    let frames = frames_until(&mut ws, |frame| {
+        frame["type"] == "run"
+            && frame["run"]["id"] == done_id.as_str()
+            && frame["run"]["status"] == "completed"
+    })
+    .await;
+
+    let mut journal = String::new();
+    for id in [&failed_id, &done_id] {
+        journal.push_str(
+            &admin
+                .get(&format!("/api/runs/{id}/events"))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    let metrics = admin.get("/metrics").await.text().await.unwrap();
     receiver
         .wait_for("the root span", |spans| {
             spans.iter().any(|s| s.name == "invoke_agent coding")
         })
         .await;
     let spans = format!("{:?}", receiver.spans());
+    let model_requests = format!("{:?}", llm.requests());
     let stdout = server.stdout.clone();
     assert!(server.terminate().success());
     let logs = stdout.lock().unwrap().join("\n");
     let exported_logs = format!("{:?}", receiver.bodies.logs.lock().unwrap());
     let exported_metrics = format!("{:?}", receiver.bodies.metrics.lock().unwrap());
     assert!(exported_logs.contains("model call failed"));
+    assert!(
+        logs.contains("token created"),
+        "the logs cover the token's life"
+    );
+
+    let hash = |value: &str| agent_server::auth::hex(&agent_server::auth::credential_hash(value));
+    let secrets = [
+        ("the API key", KEY.to_string()),
+        ("the admin token", crate::helpers::ADMIN_TOKEN.to_string()),
+        ("the admin token's hash", hash(crate::helpers::ADMIN_TOKEN)),
+        ("a token", token.clone()),
+        ("a token's hash", hash(&token)),
+        ("the session", session.clone()),
+        ("the session's hash", hash(&session)),
+    ];
     for (place, text) in [
-        ("the run", failed.to_string()),
+        ("the runs", format!("{failed}")),
         ("the journal", journal),
         ("the metrics", metrics),
         ("the spans", spans),
         ("the logs", logs),
         ("the OTLP logs", exported_logs),
         ("the OTLP metrics", exported_metrics),
+        ("the WebSocket frames", frames),
+        ("the model requests", model_requests),
     ] {
-        assert!(!text.contains(KEY), "the key reached {place}");
+        for (what, secret) in &secrets {
+            assert!(!text.contains(secret.as_str()), "{what} reached {place}");
+        }
     }
 }
 
