@@ -42,7 +42,7 @@ function skipped(value) {
 }
 
 /** The lowercase hex SHA-256 of `canonicalJson(args)`: what a decision sends. */
-export function argsSha256(args) {
+export async function argsSha256(args) {
   return sha256Hex(canonicalJson(args));
 }
 

@@ -1,28 +1,42 @@
-// runview.js: the selected run: status, cancel, the approval card, result or
-// error, usage per agent, a waterfall of model and tool calls, and the
-// journal as a timeline grouped by agent, with model text streaming in.
+// runview.js: the selected run: status, who created it, cancel, the approval
+// card, result or error, usage per agent, a waterfall of model and tool
+// calls, and the journal as a timeline grouped by agent (with who decided
+// each approval), with model text streaming in.
 //
 // The timeline only ever grows (events are applied once, in seq order), so
 // it is appended to, never rebuilt: what a reader has expanded stays open.
 // The approval card is rebuilt only when the approval it shows changes, so
-// feedback being typed is never wiped by an unrelated update.
+// feedback or an edited command being typed is never wiped by an unrelated
+// update. A decision names the arguments the card shows by their hash
+// (`args_sha256`, contract section 9), computed from the very copy shown.
+//
+// Controls a signed-in token's roles do not allow are not built at all:
+// no cancel without operator or admin, no decision without approver or admin.
 
 import { h, replaceChildren, setText, classSafe } from './dom.js';
 import { millis, duration, countdown, localTime, pretty, compact, count, traceUrl } from './format.js';
 import { TERMINAL_STATUSES } from './store.js';
+import { argsSha256 } from './canonical.js';
 
 /** Tool output longer than this many lines starts folded. */
 const FOLD_LINES = 12;
 
 export class RunView {
-  /** `onCancel(runId)` and `onDecide(runId, approvalId, decision, feedback)`
-   * return promises that reject with an ApiError. */
+  /** `onCancel(runId)` and `onDecide(runId, approvalId, {decision, feedback,
+   * argsSha256, args})` return promises that reject with an ApiError. */
   constructor(root, { onCancel, onDecide, announce }) {
     this.root = root;
     this.onCancel = onCancel;
     this.onDecide = onDecide;
     this.announce = announce;
     this.runId = null;
+    /** What the signed-in token may do here (`permissions` in session.js). */
+    this.can = { operate: false, decide: false };
+  }
+
+  /** Takes effect with the next `show`. */
+  setPermissions(can) {
+    this.can = { operate: !!can.operate, decide: !!can.decide };
   }
 
   /** Shows no run. */
@@ -55,16 +69,19 @@ export class RunView {
     this.title = h('h2', { id: 'run-title' }, 'Run ', h('code', { class: 'run-id' }, id));
     this.task = h('p', { class: 'task', 'data-testid': 'run-task' });
     this.metaText = h('span', {});
+    this.createdBy = h('span', { class: 'created-by', 'data-testid': 'run-created-by' });
     this.trace = h('span', { class: 'trace', 'data-testid': 'run-trace' });
     this.traceKey = '';
-    this.meta = h('p', { class: 'meta' }, this.metaText, this.trace);
+    this.meta = h('p', { class: 'meta' }, this.metaText, this.createdBy, this.trace);
     this.status = h('span', { class: 'status', 'data-testid': 'run-status', 'data-status': '' }, '…');
-    this.cancelButton = h(
-      'button',
-      { type: 'button', class: 'danger', 'data-testid': 'cancel-button', hidden: true, disabled: true,
-        onclick: () => this.cancel() },
-      'Cancel run',
-    );
+    this.cancelButton = this.can.operate
+      ? h(
+        'button',
+        { type: 'button', class: 'danger', 'data-testid': 'cancel-button', hidden: true, disabled: true,
+          onclick: () => this.cancel() },
+        'Cancel run',
+      )
+      : null;
     this.cancelMessage = h('p', { class: 'message', role: 'status' });
     this.approvalSlot = h('div', { class: 'approval-slot' });
     this.outcome = h('div', { class: 'outcome' });
@@ -140,13 +157,16 @@ export class RunView {
       this.metaText,
       `${run.agent} · started ${localTime(run.created_at)} · updated ${localTime(run.updated_at)}`,
     );
+    setText(this.createdBy, run.created_by ? ` · created by ${run.created_by}` : '');
     this.renderTrace(run);
     setText(this.status, run.status);
     this.status.dataset.status = run.status;
     this.status.className = `status status-${classSafe(run.status)}`;
     const finished = TERMINAL_STATUSES.has(run.status);
-    this.cancelButton.hidden = finished;
-    this.cancelButton.disabled = finished || this.cancelling;
+    if (this.cancelButton) {
+      this.cancelButton.hidden = finished;
+      this.cancelButton.disabled = finished || this.cancelling;
+    }
     if (finished) setText(this.cancelMessage, '');
 
     this.renderApproval(run, journal);
@@ -169,7 +189,7 @@ export class RunView {
   }
 
   async cancel() {
-    if (!this.run || this.cancelling) return;
+    if (!this.run || this.cancelling || !this.cancelButton) return;
     const runId = this.run.id;
     this.cancelling = true;
     this.cancelButton.disabled = true;
@@ -181,7 +201,7 @@ export class RunView {
       if (this.runId !== runId) return;
       setText(this.cancelMessage, error.code === 'already_finished' ? 'The run had already finished.' : `Could not cancel: ${error.message}`);
     } finally {
-      if (this.runId === runId) {
+      if (this.runId === runId && this.cancelButton) {
         this.cancelling = false;
         this.cancelButton.disabled = TERMINAL_STATUSES.has(this.run?.status);
       }
@@ -204,27 +224,12 @@ export class RunView {
       (e) => e.type === 'RUN_SUSPENDED' && e.payload?.approval_id === id,
     );
     const interrupted = suspended?.payload?.interrupted === true;
-    const feedback = h('textarea', { id: 'feedback-input', 'data-testid': 'feedback-input', rows: 2, maxlength: 8192 });
-    const message = h('p', { class: 'message', role: 'status' });
+    // One copy of the arguments: the card shows it, and the decision sends
+    // the hash of it, whatever newer copy of the run arrives meanwhile.
+    const shown = structuredClone(pending.args);
+    const args = argumentsView(pending.tool, shown);
     const countdownNode = h('time', { 'data-testid': 'approval-countdown', datetime: pending.expires_at, title: `expires ${localTime(pending.expires_at)}` });
-    const decide = async (decision) => {
-      approve.disabled = reject.disabled = true;
-      setText(message, decision === 'approved' ? 'Approving…' : 'Rejecting…');
-      try {
-        await this.onDecide(run.id, id, decision, feedback.value.trim());
-        setText(message, `${decision === 'approved' ? 'Approved' : 'Rejected'}; waiting for the run to go on…`);
-      } catch (error) {
-        if (error.code === 'already_decided' || error.code === 'no_pending_approval') {
-          setText(message, 'This approval was already decided elsewhere.');
-        } else {
-          setText(message, `Could not send the decision: ${error.message}`);
-          approve.disabled = reject.disabled = false;
-        }
-      }
-    };
-    const approve = h('button', { type: 'button', class: 'approve', 'data-testid': 'approve-button', onclick: () => decide('approved') }, 'Approve');
-    const reject = h('button', { type: 'button', class: 'danger', 'data-testid': 'reject-button', onclick: () => decide('rejected') }, 'Reject');
-    this.card = h(
+    const card = h(
       'section',
       { class: 'approval-card', 'data-testid': 'approval-card', 'aria-labelledby': 'approval-title', 'data-approval-id': id },
       h('h3', { id: 'approval-title' }, 'Approval needed'),
@@ -235,17 +240,101 @@ export class RunView {
       interrupted
         ? h('p', { class: 'note' }, 'The server restarted while this call was running. It has not been run again: decide whether it should run once more.')
         : null,
-      argumentsView(pending.tool, pending.args),
+      args,
       h('p', { class: 'countdown' }, countdownNode),
+    );
+    const hashing = argsSha256(shown);
+    const mismatch = h('p', { class: 'note', role: 'alert', hidden: true });
+    card.append(mismatch);
+    hashing.then((hash) => {
+      card.dataset.argsSha256 = hash;
+      if (pending.args_sha256 && pending.args_sha256 !== hash) {
+        setText(mismatch, 'These arguments do not match the ones the server holds for this call; the server will refuse a decision. Reload the page.');
+        mismatch.hidden = false;
+      }
+    }, () => {});
+    if (this.can.decide) {
+      this.addDecision(card, args, run.id, pending, shown, hashing);
+    } else {
+      card.append(h('p', { class: 'who-decides', 'data-testid': 'approval-who-decides' },
+        'Waiting for an approver: a token with the approver or admin role decides this call.'));
+    }
+    this.card = card;
+    this.countdownNode = countdownNode;
+    this.updateCountdown();
+    this.approvalSlot.replaceChildren(card);
+    this.announce(`Approval needed: ${pending.agent} wants to run ${pending.tool}.`);
+  }
+
+  /** The approver's half of the card: feedback, the editor of the one
+   * argument a human may rewrite, approve and reject, and what came of it. */
+  addDecision(card, args, runId, pending, shown, hashing) {
+    const approvalId = pending.approval_id;
+    const feedback = h('textarea', { id: 'feedback-input', 'data-testid': 'feedback-input', rows: 2, maxlength: 8192 });
+    const message = h('p', { class: 'message', role: 'status', 'data-testid': 'approval-message' });
+    const editor = argumentEditor(pending.tool, shown, args);
+    const approveLabel = () => (editor?.editing() ? `Approve edited ${editor.noun}` : 'Approve');
+    const approve = h('button', { type: 'button', class: 'approve', 'data-testid': 'approve-button', onclick: () => decide('approved') }, 'Approve');
+    const reject = h('button', { type: 'button', class: 'danger', 'data-testid': 'reject-button', onclick: () => decide('rejected') }, 'Reject');
+    const say = (text, isError = false) => {
+      setText(message, text);
+      message.classList.toggle('error', isError);
+    };
+    const setBusy = (busy) => {
+      approve.disabled = reject.disabled = busy;
+      if (editor) editor.button.disabled = busy;
+    };
+    if (editor) editor.onToggle = () => setText(approve, approveLabel());
+    const decide = async (decision) => {
+      setBusy(true);
+      const edited = decision === 'approved' && editor ? editor.editedArgs() : undefined;
+      say(decision === 'approved' ? (edited ? 'Approving the edited call…' : 'Approving…') : 'Rejecting…');
+      let argsHash;
+      try {
+        argsHash = await hashing;
+      } catch (error) {
+        say(`Could not compute the fingerprint of the arguments: ${error.message}`, true);
+        setBusy(false);
+        return;
+      }
+      try {
+        await this.onDecide(runId, approvalId, {
+          decision,
+          feedback: feedback.value.trim(),
+          argsSha256: argsHash,
+          args: edited,
+        });
+        say(`${decision === 'approved' ? 'Approved' : 'Rejected'}; waiting for the run to go on…`);
+      } catch (error) {
+        switch (error.code) {
+          case 'already_decided':
+          case 'no_pending_approval':
+            say('This approval was already decided elsewhere.');
+            return;
+          case 'conflict':
+            say(`Not decided: the arguments waiting on the server are not the ones shown here. ${error.message}`, true);
+            break;
+          case 'forbidden':
+            say(`Not allowed: ${error.message}`, true);
+            break;
+          case 'invalid_request':
+            say(`The server refused this decision: ${error.message}`, true);
+            break;
+          default:
+            say(`Could not send the decision: ${error.message}`, true);
+            break;
+        }
+        setBusy(false);
+      }
+    };
+    // The edit control sits right under the arguments it edits.
+    if (editor) args.after(h('div', { class: 'edit-bar' }, editor.button, editor.note));
+    card.append(
       h('label', { for: 'feedback-input' }, 'Feedback for the model (optional; it reads it either way)'),
       feedback,
       h('div', { class: 'buttons' }, approve, reject),
       message,
     );
-    this.countdownNode = countdownNode;
-    this.updateCountdown();
-    this.approvalSlot.replaceChildren(this.card);
-    this.announce(`Approval needed: ${pending.agent} wants to run ${pending.tool}.`);
   }
 
   updateCountdown() {
@@ -355,7 +444,10 @@ export class RunView {
     const agent = event.agent ?? p.agent;
     switch (event.type) {
       case 'RUN_STARTED':
-        return { summary: `${p.agent} got the task`, detail: textBlock(p.task) };
+        return {
+          summary: [`${p.agent} got the task`, p.created_by ? [' from ', h('span', { class: 'who', 'data-testid': 'created-by' }, p.created_by)] : null],
+          detail: textBlock(p.task),
+        };
       case 'AGENT_STARTED':
         return { summary: `${p.agent} was handed a task`, detail: textBlock(p.task) };
       case 'LLM_CALLED':
@@ -383,10 +475,21 @@ export class RunView {
         return { summary: `waiting for a human to approve ${p.tool}${p.interrupted ? ' again, after a restart' : ''}` };
       case 'RUN_RESUMED': {
         const asked = this.suspendedAt.get(p.approval_id);
+        const by = h('span', { class: 'who', 'data-testid': 'decided-by' }, p.decided_by ?? 'someone');
+        const edited = p.edited_args !== null && p.edited_args !== undefined;
         return {
-          summary: `${p.decision} by ${p.decided_by ?? 'someone'}`,
+          summary: p.decision === 'expired'
+            ? ['expired: nobody decided in time (decided by ', by, ')']
+            : [`${p.decision}${edited ? ' with edited arguments' : ''} by `, by],
           took: asked !== undefined ? duration(at - asked) : '',
-          detail: p.feedback ? h('blockquote', { class: 'feedback' }, p.feedback) : null,
+          detail: [
+            edited
+              ? h('div', { class: 'detail edited', 'data-testid': 'edited-args' },
+                h('p', { class: 'arg-name' }, 'The approver changed the arguments to'),
+                h('pre', { class: 'text' }, pretty(p.edited_args)))
+              : null,
+            p.feedback ? h('blockquote', { class: 'feedback' }, p.feedback) : null,
+          ],
         };
       }
       case 'TOOL_STARTED':
@@ -408,7 +511,10 @@ export class RunView {
       case 'RUN_FAILED':
         return { summary: `the run failed: ${p.error?.code ?? ''} ${p.error?.message ?? ''}`, took: duration(at - this.startedAt) };
       case 'RUN_CANCELLED':
-        return { summary: `cancelled by ${p.by ?? 'someone'}${p.reason ? `: ${p.reason}` : ''}`, took: duration(at - this.startedAt) };
+        return {
+          summary: ['cancelled by ', h('span', { class: 'who', 'data-testid': 'cancelled-by' }, p.by ?? 'someone'), p.reason ? `: ${p.reason}` : ''],
+          took: duration(at - this.startedAt),
+        };
       default:
         return { summary: '', detail: h('pre', { class: 'text' }, pretty(p)) };
     }
@@ -544,12 +650,13 @@ export function callSpans(events) {
 }
 
 /** The arguments of a call waiting for approval, as plain text: the whole
- * command for `shell`, the path and the whole content for `write_file`. */
+ * command for `shell`, the path and the whole content for `write_file`. The
+ * one argument an approver may edit has `data-field` naming it. */
 function argumentsView(tool, args) {
   const a = args && typeof args === 'object' ? args : {};
   const body = [];
   if (tool === 'shell' && typeof a.command === 'string') {
-    body.push(h('p', { class: 'arg-name' }, 'Command'), h('pre', { class: 'arg command' }, a.command));
+    body.push(h('p', { class: 'arg-name' }, 'Command'), h('pre', { class: 'arg command', 'data-field': 'command' }, a.command));
     if (a.timeout_secs !== undefined) body.push(h('p', { class: 'arg-name' }, `Timeout: ${a.timeout_secs} s`));
   } else if (tool === 'write_file' && typeof a.path === 'string') {
     const content = typeof a.content === 'string' ? a.content : pretty(a.content);
@@ -559,12 +666,72 @@ function argumentsView(tool, args) {
       h('p', { class: 'arg-name' }, 'Path'),
       h('pre', { class: 'arg path' }, a.path),
       h('p', { class: 'arg-name' }, `Content (${lines} line${lines === 1 ? '' : 's'}, ${content.length} characters)`),
-      h('pre', { class: 'arg content' }, content),
+      h('pre', { class: 'arg content', 'data-field': typeof a.content === 'string' ? 'content' : null }, content),
     );
   } else {
     body.push(h('p', { class: 'arg-name' }, 'Arguments'), h('pre', { class: 'arg' }, pretty(args)));
   }
   return h('div', { class: 'approval-args', 'data-testid': 'approval-args' }, body);
+}
+
+/**
+ * The "Edit" control of an approver's card (contract section 9, edited
+ * arguments): it swaps the shown command (`shell`) or file content
+ * (`write_file`) for a textarea holding the same text, and back. The other
+ * arguments stay as shown, read-only. Null for a call with nothing to edit.
+ *
+ * `editedArgs()` is the full arguments object with the edited field, or
+ * undefined when nothing is being edited or the text is unchanged (then the
+ * call runs as the model asked, and the journal says no one edited it).
+ */
+function argumentEditor(tool, shown, argsView) {
+  const shownText = argsView.querySelector('pre[data-field]');
+  if (!shownText) return null;
+  const field = shownText.dataset.field;
+  const original = shown[field];
+  const noun = field === 'command' ? 'command' : 'content';
+  const input = h('textarea', {
+    id: 'edit-args-input',
+    'data-testid': 'edit-args-input',
+    class: 'arg arg-edit',
+    rows: Math.min(Math.max(original.split('\n').length + 1, 3), 20),
+    spellcheck: 'false',
+    'aria-label': field === 'command' ? 'Command to run instead' : 'File content to write instead',
+  });
+  input.value = original;
+  const note = h('p', { class: 'note edit-note', hidden: true },
+    'Approving runs your version; the model is told that a human changed its arguments, and sees them.');
+  const button = h('button', {
+    type: 'button',
+    class: 'secondary',
+    'data-testid': 'edit-args-button',
+    'aria-pressed': 'false',
+    'aria-controls': 'edit-args-input',
+  }, `Edit ${noun}`);
+  let editing = false;
+  const editor = {
+    button,
+    note,
+    noun,
+    onToggle: () => {},
+    editing: () => editing,
+    editedArgs: () => (editing && input.value !== original ? { ...shown, [field]: input.value } : undefined),
+  };
+  button.addEventListener('click', () => {
+    editing = !editing;
+    if (editing) {
+      shownText.replaceWith(input);
+      input.focus();
+    } else {
+      input.replaceWith(shownText);
+      input.value = original;
+    }
+    note.hidden = !editing;
+    button.setAttribute('aria-pressed', String(editing));
+    setText(button, editing ? 'Undo edit' : `Edit ${noun}`);
+    editor.onToggle();
+  });
+  return editor;
 }
 
 function textBlock(text) {
