@@ -38,7 +38,16 @@ class Child {
     this.name = name;
     this.lines = [];
     this.process = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => resolve({ code, signal })));
+    /** Set by `stop`: an exit without it is news, and is said at once. */
+    this.stopping = false;
+    this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => {
+      if (!this.stopping) {
+        const news = `${name} (pid ${this.process.pid}) exited without being asked to: ${signal ?? `code ${code}`}`;
+        this.line(`--- ${news}`);
+        console.error(`browser tests: ${news}`);
+      }
+      resolve({ code, signal });
+    }));
     this.listeners = new Set();
     for (const stream of [this.process.stdout, this.process.stderr]) {
       let partial = '';
@@ -90,6 +99,7 @@ class Child {
   /** Sends `signal` and waits up to `ms` for the exit; true if it exited. */
   async stop(signal, ms) {
     if (!this.running) return true;
+    this.stopping = true;
     this.process.kill(signal);
     const outcome = await Promise.race([this.exited.then(() => true), sleep(ms).then(() => false)]);
     return outcome;
