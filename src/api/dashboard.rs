@@ -63,6 +63,7 @@ const ASSETS: &[Asset] = &[
     asset!("dom.js", JAVASCRIPT),
     asset!("format.js", JAVASCRIPT),
     asset!("runview.js", JAVASCRIPT),
+    asset!("approval.js", JAVASCRIPT),
     asset!("session.js", JAVASCRIPT),
     asset!("canonical.js", JAVASCRIPT),
 ];
