@@ -1,6 +1,11 @@
 // api.js: the REST half of the dashboard's link to the server (contract
-// section 3). Every failure becomes an ApiError carrying the server's error
-// code, so the views can say "already decided" rather than "HTTP 409".
+// sections 3 and 9). Every failure becomes an ApiError carrying the server's
+// error code, so the views can say "already decided" rather than "HTTP 409".
+//
+// The page is signed in by the session cookie (`HttpOnly`, set by
+// `POST /api/session`), which the browser sends by itself: no request here
+// carries a token, and the page never stores one. A 401 from any call but
+// the sign-in itself means the session is over; `onUnauthorized` hears it.
 
 /** A failed request: `status` is 0 when the server could not be reached. */
 export class ApiError extends Error {
@@ -11,7 +16,16 @@ export class ApiError extends Error {
   }
 }
 
-async function request(method, path, body) {
+/** Called on a 401 outside sign-in: the session ended (signed out
+ * elsewhere, expired, or its token revoked). */
+let unauthorized = () => {};
+
+/** Sets what happens when a call answers 401. */
+export function onUnauthorized(handler) {
+  unauthorized = handler;
+}
+
+async function request(method, path, body, { aboutSession = false } = {}) {
   let response;
   try {
     response = await fetch(path, {
@@ -31,6 +45,7 @@ async function request(method, path, body) {
   }
   if (!response.ok) {
     const error = data && data.error ? data.error : {};
+    if (response.status === 401 && !aboutSession) unauthorized();
     throw new ApiError(
       response.status,
       typeof error.code === 'string' ? error.code : 'http_' + response.status,
@@ -51,6 +66,18 @@ export function newKey() {
 const runPath = (id) => `/api/runs/${encodeURIComponent(id)}`;
 
 export const api = {
+  /** `{name, roles}` of the session's token. */
+  me() {
+    return request('GET', '/api/me');
+  },
+  /** Trades a token for the session cookie; 401 for a bad token. */
+  signIn(token) {
+    return request('POST', '/api/session', { token }, { aboutSession: true });
+  },
+  /** Ends the session and clears the cookie. */
+  signOut() {
+    return request('DELETE', '/api/session', undefined, { aboutSession: true });
+  },
   /** `{runs, next_before}`, newest first. */
   listRuns({ status, limit = 50, before } = {}) {
     const query = new URLSearchParams({ limit: String(limit) });
@@ -75,9 +102,12 @@ export const api = {
   createRun({ task, agent, idempotencyKey }) {
     return request('POST', '/api/runs', { task, agent, idempotency_key: idempotencyKey });
   },
-  resume(id, { approvalId, decision, feedback }) {
-    const body = { approval_id: approvalId, decision };
+  /** A decision on the approval shown: `argsSha256` names the arguments
+   * the human saw; `args`, when given, are the edited ones to run instead. */
+  resume(id, { approvalId, decision, feedback, argsSha256, args }) {
+    const body = { approval_id: approvalId, decision, args_sha256: argsSha256 };
     if (feedback) body.feedback = feedback;
+    if (args !== undefined) body.args = args;
     return request('POST', `${runPath(id)}/resume`, body);
   },
   cancel(id) {

@@ -1,16 +1,23 @@
-// app.js: the dashboard's entry point. It wires the store, the REST client,
-// the WebSocket and the views together, and owns the run list, the new-run
-// form, the status filter, the connection indicator and the URL hash
-// (`#/runs/{id}`), which keeps the selected run across reloads.
+// app.js: the dashboard's entry point. It wires the session, the store, the
+// REST client, the WebSocket and the views together, and owns the run list,
+// the new-run form, the status filter, the connection indicator and the URL
+// hash (`#/runs/{id}`), which keeps the selected run across reloads.
+//
+// Nothing runs until the page is signed in (session.js): then the list, the
+// selected run and the WebSocket start; signed out, they all stop, and the
+// WebSocket is not reconnected. What the token's roles do not allow is not
+// offered: no new-run form without operator or admin (runview.js does the
+// same for cancel and for decisions).
 //
 // Live data comes from the WebSocket. While it is down the page polls the
 // REST API instead, so it never freezes, and every event goes through the
 // same once-only, in-order path (Store) whichever way it came.
 
-import { api, newKey } from './api.js';
+import { api, newKey, onUnauthorized } from './api.js';
 import { Live } from './live.js';
 import { Store, TERMINAL_EVENTS } from './store.js';
 import { RunView } from './runview.js';
+import { Session, permissions, hasTokenFragment } from './session.js';
 import { h, setText, classSafe } from './dom.js';
 import { age } from './format.js';
 
@@ -26,6 +33,8 @@ const store = new Store();
 const byId = (id) => document.getElementById(id);
 const els = {
   connection: byId('connection'),
+  app: byId('app'),
+  side: byId('side'),
   form: byId('run-form'),
   task: byId('task-input'),
   agent: byId('agent-select'),
@@ -40,6 +49,10 @@ const els = {
   announcer: byId('announcer'),
 };
 
+/** The signed-in token's `{name, roles}`; null while signed out. */
+let me = null;
+/** What those roles allow (`permissions` in session.js). */
+let can = permissions([]);
 let selectedId = null;
 let filter = '';
 /** The cursor for older runs under the current filter; null at the end. */
@@ -57,9 +70,9 @@ const runView = new RunView(els.runView, {
     store.putSummary(run);
     scheduleRender();
   },
-  onDecide: async (id, approvalId, decision, feedback) => {
+  onDecide: async (id, approvalId, { decision, feedback, argsSha256, args }) => {
     try {
-      await api.resume(id, { approvalId, decision, feedback });
+      await api.resume(id, { approvalId, decision, feedback, argsSha256, args });
     } finally {
       // The card goes when the run says the approval is decided; ask now
       // rather than wait for the next frame or poll.
@@ -91,6 +104,7 @@ function scheduleRender() {
 
 function render() {
   renderTimer = null;
+  if (!me) return;
   renderList();
   if (selectedId) {
     const run = store.effectiveRun(selectedId);
@@ -127,7 +141,7 @@ function renderList() {
     if (here !== item) els.list.insertBefore(item, here ?? null);
   });
   els.listEmpty.hidden = runs.length > 0;
-  setText(els.listEmpty, filter ? `No ${filter} runs.` : 'No runs yet. Start one above.');
+  setText(els.listEmpty, filter ? `No ${filter} runs.` : can.operate ? 'No runs yet. Start one above.' : 'No runs yet.');
   els.loadMore.hidden = !olderCursor;
 }
 
@@ -136,17 +150,20 @@ function listItem(id) {
     h('a', { class: 'run-link', href: `#/runs/${encodeURIComponent(id)}` },
       h('span', { class: 'status' }),
       h('span', { class: 'agent' }),
+      h('span', { class: 'by', 'data-testid': 'run-item-created-by' }),
       h('span', { class: 'age' }),
       h('span', { class: 'task' })));
 }
 
 function updateItem(item, run) {
-  const [status, agent, when, task] = item.firstChild.children;
+  const [status, agent, by, when, task] = item.firstChild.children;
   if (item.dataset.status !== run.status) item.dataset.status = run.status;
   status.className = `status status-${classSafe(run.status)}`;
   setText(status, run.status);
   agent.className = `agent agent-${classSafe(run.agent)}`;
   setText(agent, run.agent);
+  setText(by, run.created_by ? `by ${run.created_by}` : '');
+  by.title = run.created_by ? `created by ${run.created_by}` : '';
   setText(when, age(run.created_at));
   when.title = new Date(Date.parse(run.created_at)).toLocaleString();
   setText(task, run.task);
@@ -157,10 +174,12 @@ function updateItem(item, run) {
 
 function showConnection(state) {
   els.connection.dataset.state = state;
-  setText(els.connection, state);
+  setText(els.connection, state === 'signed-out' ? 'signed out' : state);
   els.connection.title = state === 'connected'
     ? 'Live updates over a WebSocket'
-    : 'The live connection is down; the page polls the server and reconnects by itself';
+    : state === 'signed-out'
+      ? 'No live updates until you sign in'
+      : 'The live connection is down; the page polls the server and reconnects by itself';
 }
 
 // ----- data --------------------------------------------------------------
@@ -255,9 +274,16 @@ async function loadOlder() {
 
 // ----- selection (the URL hash) -----------------------------------------
 
-function selectFromHash() {
+/** The run the URL names, or null. */
+function runInHash() {
   const match = /^#\/runs\/([^/?#]+)$/.exec(location.hash);
-  select(match ? decodeURIComponent(match[1]) : null);
+  return match ? decodeURIComponent(match[1]) : null;
+}
+
+function selectFromHash() {
+  // A sign-in link is session.js's; signed out, the hash waits for sign-in.
+  if (!me || hasTokenFragment()) return;
+  select(runInHash());
 }
 
 function select(id) {
@@ -312,6 +338,13 @@ els.task.addEventListener('keydown', (key) => {
   }
 });
 
+/** Puts the new-run form on the page, or takes it off: a token that may not
+ * create runs is not offered the form at all. */
+function offerRunForm(offer) {
+  if (offer && !els.form.isConnected) els.side.prepend(els.form);
+  if (!offer && els.form.isConnected) els.form.remove();
+}
+
 function showFormError(text) {
   setText(els.formError, text);
   els.formError.hidden = false;
@@ -332,6 +365,7 @@ window.addEventListener('hashchange', selectFromHash);
 
 let polls = 0;
 setInterval(() => {
+  if (!me) return;
   polls += 1;
   if (!live.connected) {
     refreshList();
@@ -342,11 +376,43 @@ setInterval(() => {
 }, POLL_MS);
 
 setInterval(() => {
+  if (!me) return;
   runView.tick();
   renderList(); // ages
 }, 1000);
 
+// ----- signing in and out -------------------------------------------------
+
+/** Signed in: offer what the roles allow, then load and go live. */
+function startApp(identity) {
+  me = identity;
+  can = permissions(identity.roles);
+  offerRunForm(can.operate);
+  runView.setPermissions(can);
+  els.app.hidden = false;
+  showConnection('connecting');
+  selectFromHash();
+  refreshList();
+  live.start();
+  scheduleRender();
+}
+
+/** Signed out (or the session ended): stop polling and the WebSocket, and
+ * show nothing of the runs. The URL keeps `#/runs/{id}` for the next
+ * sign-in. */
+function stopApp() {
+  me = null;
+  live.stop();
+  showConnection('signed-out');
+  if (selectedId) live.unfollow(selectedId);
+  selectedId = null;
+  creating = null;
+  runView.clear();
+  els.app.hidden = true;
+  document.title = 'agent-server';
+}
+
+const session = new Session({ onSignedIn: startApp, onSignedOut: stopApp });
+onUnauthorized(() => session.ended());
 showConnection('connecting');
-selectFromHash();
-refreshList();
-live.start();
+session.start();

@@ -7,6 +7,12 @@
 // `after` = the last seq this tab has applied, so the server replays exactly
 // what was missed. A ping every PING_MS and a watchdog catch connections that
 // died without a close (a laptop waking up, a proxy dropping the socket).
+//
+// The upgrade is authenticated by the session cookie, which the browser
+// sends by itself to its own origin. Signed out, the page calls `stop()`:
+// the socket closes and nothing reconnects until `start()` again. (A refused
+// upgrade is invisible to scripts, so it is the REST calls' 401 that tells
+// the page its session is over.)
 
 /** First reconnect delay; doubled per failed attempt up to MAX_BACKOFF_MS. */
 const BASE_BACKOFF_MS = 250;
@@ -39,14 +45,42 @@ export class Live {
     this.lastHeard = 0;
     this.retryTimer = null;
     this.pingTimer = null;
-  }
-
-  start() {
-    this.connect();
+    /** False until `start()` and after `stop()`: then nothing connects. */
+    this.running = false;
     window.addEventListener('online', () => this.retryNow());
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible') this.retryNow();
     });
+  }
+
+  start() {
+    if (this.running) return;
+    this.running = true;
+    this.attempt = 0;
+    this.state = 'connecting';
+    this.connect();
+  }
+
+  /** Closes the connection, forgets the runs followed, and stays closed
+   * (no retries, no pings) until `start()`. */
+  stop() {
+    this.running = false;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    clearInterval(this.pingTimer);
+    this.followed.clear();
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+      try {
+        socket.close(1000, 'signed out');
+      } catch {
+        // Already closing; it is gone either way.
+      }
+    }
+    this.openedAt = 0;
+    this.state = 'stopped';
   }
 
   get connected() {
@@ -80,6 +114,7 @@ export class Live {
   connect() {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    if (!this.running) return;
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     let socket;
     try {
@@ -136,7 +171,7 @@ export class Live {
   }
 
   scheduleRetry() {
-    if (this.retryTimer) return;
+    if (this.retryTimer || !this.running) return;
     const ceiling = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** this.attempt);
     this.attempt += 1;
     // Full jitter between half and all of the ceiling, so tabs reopened by
@@ -147,7 +182,7 @@ export class Live {
 
   /** Tries at once when the browser says the network or the tab is back. */
   retryNow() {
-    if (!this.socket && this.retryTimer) {
+    if (this.running && !this.socket && this.retryTimer) {
       this.attempt = 0;
       this.connect();
     }

@@ -1,28 +1,41 @@
-// runview.js: the selected run: status, cancel, the approval card, result or
-// error, usage per agent, a waterfall of model and tool calls, and the
-// journal as a timeline grouped by agent, with model text streaming in.
+// runview.js: the selected run: status, who created it, cancel, the approval
+// card, result or error, usage per agent, a waterfall of model and tool
+// calls, and the journal as a timeline grouped by agent (with who decided
+// each approval), with model text streaming in.
 //
 // The timeline only ever grows (events are applied once, in seq order), so
 // it is appended to, never rebuilt: what a reader has expanded stays open.
-// The approval card is rebuilt only when the approval it shows changes, so
-// feedback being typed is never wiped by an unrelated update.
+// The approval card (approval.js) is rebuilt only when the approval it shows
+// changes, so feedback or an edited command being typed is never wiped by an
+// unrelated update.
+//
+// Controls a signed-in token's roles do not allow are not built at all:
+// no cancel without operator or admin, no decision without approver or admin.
 
 import { h, replaceChildren, setText, classSafe } from './dom.js';
 import { millis, duration, countdown, localTime, pretty, compact, count, traceUrl } from './format.js';
 import { TERMINAL_STATUSES } from './store.js';
+import { approvalCard } from './approval.js';
 
 /** Tool output longer than this many lines starts folded. */
 const FOLD_LINES = 12;
 
 export class RunView {
-  /** `onCancel(runId)` and `onDecide(runId, approvalId, decision, feedback)`
-   * return promises that reject with an ApiError. */
+  /** `onCancel(runId)` and `onDecide(runId, approvalId, {decision, feedback,
+   * argsSha256, args})` return promises that reject with an ApiError. */
   constructor(root, { onCancel, onDecide, announce }) {
     this.root = root;
     this.onCancel = onCancel;
     this.onDecide = onDecide;
     this.announce = announce;
     this.runId = null;
+    /** What the signed-in token may do here (`permissions` in session.js). */
+    this.can = { operate: false, decide: false };
+  }
+
+  /** Takes effect with the next `show`. */
+  setPermissions(can) {
+    this.can = { operate: !!can.operate, decide: !!can.decide };
   }
 
   /** Shows no run. */
@@ -55,16 +68,19 @@ export class RunView {
     this.title = h('h2', { id: 'run-title' }, 'Run ', h('code', { class: 'run-id' }, id));
     this.task = h('p', { class: 'task', 'data-testid': 'run-task' });
     this.metaText = h('span', {});
+    this.createdBy = h('span', { class: 'created-by', 'data-testid': 'run-created-by' });
     this.trace = h('span', { class: 'trace', 'data-testid': 'run-trace' });
     this.traceKey = '';
-    this.meta = h('p', { class: 'meta' }, this.metaText, this.trace);
+    this.meta = h('p', { class: 'meta' }, this.metaText, this.createdBy, this.trace);
     this.status = h('span', { class: 'status', 'data-testid': 'run-status', 'data-status': '' }, '…');
-    this.cancelButton = h(
-      'button',
-      { type: 'button', class: 'danger', 'data-testid': 'cancel-button', hidden: true, disabled: true,
-        onclick: () => this.cancel() },
-      'Cancel run',
-    );
+    this.cancelButton = this.can.operate
+      ? h(
+        'button',
+        { type: 'button', class: 'danger', 'data-testid': 'cancel-button', hidden: true, disabled: true,
+          onclick: () => this.cancel() },
+        'Cancel run',
+      )
+      : null;
     this.cancelMessage = h('p', { class: 'message', role: 'status' });
     this.approvalSlot = h('div', { class: 'approval-slot' });
     this.outcome = h('div', { class: 'outcome' });
@@ -140,13 +156,16 @@ export class RunView {
       this.metaText,
       `${run.agent} · started ${localTime(run.created_at)} · updated ${localTime(run.updated_at)}`,
     );
+    setText(this.createdBy, run.created_by ? ` · created by ${run.created_by}` : '');
     this.renderTrace(run);
     setText(this.status, run.status);
     this.status.dataset.status = run.status;
     this.status.className = `status status-${classSafe(run.status)}`;
     const finished = TERMINAL_STATUSES.has(run.status);
-    this.cancelButton.hidden = finished;
-    this.cancelButton.disabled = finished || this.cancelling;
+    if (this.cancelButton) {
+      this.cancelButton.hidden = finished;
+      this.cancelButton.disabled = finished || this.cancelling;
+    }
     if (finished) setText(this.cancelMessage, '');
 
     this.renderApproval(run, journal);
@@ -169,7 +188,7 @@ export class RunView {
   }
 
   async cancel() {
-    if (!this.run || this.cancelling) return;
+    if (!this.run || this.cancelling || !this.cancelButton) return;
     const runId = this.run.id;
     this.cancelling = true;
     this.cancelButton.disabled = true;
@@ -181,7 +200,7 @@ export class RunView {
       if (this.runId !== runId) return;
       setText(this.cancelMessage, error.code === 'already_finished' ? 'The run had already finished.' : `Could not cancel: ${error.message}`);
     } finally {
-      if (this.runId === runId) {
+      if (this.runId === runId && this.cancelButton) {
         this.cancelling = false;
         this.cancelButton.disabled = TERMINAL_STATUSES.has(this.run?.status);
       }
@@ -203,56 +222,23 @@ export class RunView {
     const suspended = journal?.events.findLast(
       (e) => e.type === 'RUN_SUSPENDED' && e.payload?.approval_id === id,
     );
-    const interrupted = suspended?.payload?.interrupted === true;
-    const feedback = h('textarea', { id: 'feedback-input', 'data-testid': 'feedback-input', rows: 2, maxlength: 8192 });
-    const message = h('p', { class: 'message', role: 'status' });
-    const countdownNode = h('time', { 'data-testid': 'approval-countdown', datetime: pending.expires_at, title: `expires ${localTime(pending.expires_at)}` });
-    const decide = async (decision) => {
-      approve.disabled = reject.disabled = true;
-      setText(message, decision === 'approved' ? 'Approving…' : 'Rejecting…');
-      try {
-        await this.onDecide(run.id, id, decision, feedback.value.trim());
-        setText(message, `${decision === 'approved' ? 'Approved' : 'Rejected'}; waiting for the run to go on…`);
-      } catch (error) {
-        if (error.code === 'already_decided' || error.code === 'no_pending_approval') {
-          setText(message, 'This approval was already decided elsewhere.');
-        } else {
-          setText(message, `Could not send the decision: ${error.message}`);
-          approve.disabled = reject.disabled = false;
-        }
-      }
-    };
-    const approve = h('button', { type: 'button', class: 'approve', 'data-testid': 'approve-button', onclick: () => decide('approved') }, 'Approve');
-    const reject = h('button', { type: 'button', class: 'danger', 'data-testid': 'reject-button', onclick: () => decide('rejected') }, 'Reject');
-    this.card = h(
-      'section',
-      { class: 'approval-card', 'data-testid': 'approval-card', 'aria-labelledby': 'approval-title', 'data-approval-id': id },
-      h('h3', { id: 'approval-title' }, 'Approval needed'),
-      h('p', { class: 'approval-tool', 'data-testid': 'approval-tool' },
-        h('span', { class: `agent agent-${classSafe(pending.agent)}` }, pending.agent ?? 'an agent'),
-        ' wants to run ',
-        h('code', {}, pending.tool)),
-      interrupted
-        ? h('p', { class: 'note' }, 'The server restarted while this call was running. It has not been run again: decide whether it should run once more.')
-        : null,
-      argumentsView(pending.tool, pending.args),
-      h('p', { class: 'countdown' }, countdownNode),
-      h('label', { for: 'feedback-input' }, 'Feedback for the model (optional; it reads it either way)'),
-      feedback,
-      h('div', { class: 'buttons' }, approve, reject),
-      message,
-    );
-    this.countdownNode = countdownNode;
+    this.card = approvalCard({
+      runId: run.id,
+      pending,
+      interrupted: suspended?.payload?.interrupted === true,
+      canDecide: this.can.decide,
+      onDecide: this.onDecide,
+    });
     this.updateCountdown();
-    this.approvalSlot.replaceChildren(this.card);
+    this.approvalSlot.replaceChildren(this.card.node);
     this.announce(`Approval needed: ${pending.agent} wants to run ${pending.tool}.`);
   }
 
   updateCountdown() {
     const expires = this.run?.pending_approval?.expires_at;
-    if (!expires || !this.countdownNode) return;
+    if (!expires || !this.card) return;
     const text = countdown(expires);
-    setText(this.countdownNode, text === 'expired' ? 'expired; the server will deny it' : text);
+    setText(this.card.countdown, text === 'expired' ? 'expired; the server will deny it' : text);
   }
 
   // ----- result, error, usage -------------------------------------------
@@ -355,7 +341,10 @@ export class RunView {
     const agent = event.agent ?? p.agent;
     switch (event.type) {
       case 'RUN_STARTED':
-        return { summary: `${p.agent} got the task`, detail: textBlock(p.task) };
+        return {
+          summary: [`${p.agent} got the task`, p.created_by ? [' from ', h('span', { class: 'who', 'data-testid': 'created-by' }, p.created_by)] : null],
+          detail: textBlock(p.task),
+        };
       case 'AGENT_STARTED':
         return { summary: `${p.agent} was handed a task`, detail: textBlock(p.task) };
       case 'LLM_CALLED':
@@ -383,10 +372,21 @@ export class RunView {
         return { summary: `waiting for a human to approve ${p.tool}${p.interrupted ? ' again, after a restart' : ''}` };
       case 'RUN_RESUMED': {
         const asked = this.suspendedAt.get(p.approval_id);
+        const by = h('span', { class: 'who', 'data-testid': 'decided-by' }, p.decided_by ?? 'someone');
+        const edited = p.edited_args !== null && p.edited_args !== undefined;
         return {
-          summary: `${p.decision} by ${p.decided_by ?? 'someone'}`,
+          summary: p.decision === 'expired'
+            ? ['expired: nobody decided in time (decided by ', by, ')']
+            : [`${p.decision}${edited ? ' with edited arguments' : ''} by `, by],
           took: asked !== undefined ? duration(at - asked) : '',
-          detail: p.feedback ? h('blockquote', { class: 'feedback' }, p.feedback) : null,
+          detail: [
+            edited
+              ? h('div', { class: 'detail edited', 'data-testid': 'edited-args' },
+                h('p', { class: 'arg-name' }, 'The approver changed the arguments to'),
+                h('pre', { class: 'text' }, pretty(p.edited_args)))
+              : null,
+            p.feedback ? h('blockquote', { class: 'feedback' }, p.feedback) : null,
+          ],
         };
       }
       case 'TOOL_STARTED':
@@ -408,7 +408,10 @@ export class RunView {
       case 'RUN_FAILED':
         return { summary: `the run failed: ${p.error?.code ?? ''} ${p.error?.message ?? ''}`, took: duration(at - this.startedAt) };
       case 'RUN_CANCELLED':
-        return { summary: `cancelled by ${p.by ?? 'someone'}${p.reason ? `: ${p.reason}` : ''}`, took: duration(at - this.startedAt) };
+        return {
+          summary: ['cancelled by ', h('span', { class: 'who', 'data-testid': 'cancelled-by' }, p.by ?? 'someone'), p.reason ? `: ${p.reason}` : ''],
+          took: duration(at - this.startedAt),
+        };
       default:
         return { summary: '', detail: h('pre', { class: 'text' }, pretty(p)) };
     }
@@ -541,30 +544,6 @@ export function callSpans(events) {
     }
   }
   return spans;
-}
-
-/** The arguments of a call waiting for approval, as plain text: the whole
- * command for `shell`, the path and the whole content for `write_file`. */
-function argumentsView(tool, args) {
-  const a = args && typeof args === 'object' ? args : {};
-  const body = [];
-  if (tool === 'shell' && typeof a.command === 'string') {
-    body.push(h('p', { class: 'arg-name' }, 'Command'), h('pre', { class: 'arg command' }, a.command));
-    if (a.timeout_secs !== undefined) body.push(h('p', { class: 'arg-name' }, `Timeout: ${a.timeout_secs} s`));
-  } else if (tool === 'write_file' && typeof a.path === 'string') {
-    const content = typeof a.content === 'string' ? a.content : pretty(a.content);
-    // A final newline ends the last line rather than starting another.
-    const lines = content === '' ? 0 : content.split('\n').length - (content.endsWith('\n') ? 1 : 0);
-    body.push(
-      h('p', { class: 'arg-name' }, 'Path'),
-      h('pre', { class: 'arg path' }, a.path),
-      h('p', { class: 'arg-name' }, `Content (${lines} line${lines === 1 ? '' : 's'}, ${content.length} characters)`),
-      h('pre', { class: 'arg content' }, content),
-    );
-  } else {
-    body.push(h('p', { class: 'arg-name' }, 'Arguments'), h('pre', { class: 'arg' }, pretty(args)));
-  }
-  return h('div', { class: 'approval-args', 'data-testid': 'approval-args' }, body);
 }
 
 function textBlock(text) {

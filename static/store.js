@@ -131,6 +131,8 @@ export function overlay(summary, events) {
           agent: event.agent,
           tool: payload.tool,
           args: payload.args,
+          args_sha256: payload.args_sha256 ?? null,
+          kind: 'tool',
           requested_at: event.at,
           expires_at: payload.expires_at,
         };

@@ -63,6 +63,9 @@ const ASSETS: &[Asset] = &[
     asset!("dom.js", JAVASCRIPT),
     asset!("format.js", JAVASCRIPT),
     asset!("runview.js", JAVASCRIPT),
+    asset!("approval.js", JAVASCRIPT),
+    asset!("session.js", JAVASCRIPT),
+    asset!("canonical.js", JAVASCRIPT),
 ];
 
 /// The page may load only its own files and talk only to its own origin

@@ -32,6 +32,9 @@ export default defineConfig({
         '--disable-background-networking',
         '--disable-component-update',
         '--disable-sync',
+        // A host name that is not localhost, for a page outside any secure
+        // context (approval-binding.spec.js); no other name is mapped.
+        '--host-resolver-rules=MAP dashboard.test 127.0.0.1',
       ],
     },
   },

@@ -6,11 +6,17 @@
 // which stay apart by putting a unique token in their tasks and matching
 // their mock-llm rules on it. A failing test gets both servers' output
 // attached next to its screenshot.
+//
+// Every route of the API needs a credential (contract section 9). Each
+// test's browser context starts signed in as `admin` (through
+// `POST /api/session`, the call the page's own sign-in makes), unless the
+// spec says `test.use({ signedIn: false })`; REST calls the tests make
+// themselves carry `Authorization: Bearer` (ADMIN_TOKEN unless told).
 
 import { test as base, expect } from '@playwright/test';
-import { AgentServer, MockLlm } from './processes.js';
+import { ADMIN_TOKEN, AgentServer, MockLlm } from './processes.js';
 
-export { expect };
+export { expect, ADMIN_TOKEN };
 
 export const test = base.extend({
   stack: [
@@ -30,12 +36,21 @@ export const test = base.extend({
   server: async ({ stack }, use) => {
     await use(stack.server);
   },
+  /** Whether the test's browser context starts signed in as `admin`. */
+  signedIn: [true, { option: true }],
+  context: async ({ context, signedIn, stack }, use) => {
+    if (signedIn) await signInContext(context, stack.server.url);
+    await use(context);
+  },
   /** Extra settings for `ownServer`: `test.use({ ownServerEnv: {...} })`. */
   ownServerEnv: [{}, { option: true }],
   /** A server of the test's own, on the shared mock-llm, for tests that
    * kill it or change its settings; stopped after the failure screenshot. */
-  ownServer: async ({ stack, context, ownServerEnv }, use, testInfo) => {
+  ownServer: async ({ stack, context, ownServerEnv, signedIn }, use, testInfo) => {
     const server = await AgentServer.start({ mockUrl: stack.mock.url, env: ownServerEnv });
+    // Cookies do not tell ports apart: this session cookie replaces the
+    // shared server's in the context, so such a test uses only this server.
+    if (signedIn) await signInContext(context, server.url);
     await use(server);
     if (testInfo.status !== testInfo.expectedStatus) {
       await testInfo.attach('own-agent-server.log', { body: server.log(), contentType: 'text/plain' });
@@ -66,23 +81,44 @@ export function token(prefix) {
   return `${prefix}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 7)}`;
 }
 
-/** JSON over HTTP against `base`; throws with the body on a non-2xx. */
-export async function call(base, method, path, body) {
-  const response = await fetch(`${base}${path}`, {
+/** Signs a browser context in to the server at `base` with `token`: the
+ * context keeps the session cookie, as a page that signed in would. */
+export async function signInContext(context, base, token = ADMIN_TOKEN) {
+  const response = await context.request.post(`${base}/api/session`, { data: { token } });
+  if (response.status() !== 204) {
+    throw new Error(`signing in to ${base}: ${response.status()} ${await response.text()}`);
+  }
+}
+
+/** The answer to `method path` as `token` (none: no credential at all). */
+export function send(base, method, path, body, token = ADMIN_TOKEN) {
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  return fetch(`${base}${path}`, {
     method,
-    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+}
+
+/** JSON over HTTP against `base` as `token` (admin unless told); throws
+ * with the body on a non-2xx. */
+export async function call(base, method, path, body, token = ADMIN_TOKEN) {
+  const response = await send(base, method, path, body, token);
   const text = await response.text();
   if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
   return text ? JSON.parse(text) : null;
 }
 
 export const rest = {
-  createRun: (base, task, agent = 'coding') => call(base, 'POST', '/api/runs', { task, agent }),
+  createRun: (base, task, agent = 'coding', token = ADMIN_TOKEN) => call(base, 'POST', '/api/runs', { task, agent }, token),
   getRun: (base, id) => call(base, 'GET', `/api/runs/${id}`),
   events: async (base, id) => (await call(base, 'GET', `/api/runs/${id}/events`)).events,
-  resume: (base, id, body) => call(base, 'POST', `/api/runs/${id}/resume`, body),
+  resume: (base, id, body, token = ADMIN_TOKEN) => call(base, 'POST', `/api/runs/${id}/resume`, body, token),
+  /** A new token named `name` with `roles`; returns the token itself. */
+  createToken: async (base, name, roles) => (await call(base, 'POST', '/api/tokens', { name, roles })).token,
+  revokeToken: (base, name) => call(base, 'DELETE', `/api/tokens/${encodeURIComponent(name)}`),
 };
 
 /** Creates a run from the page's form; returns its id, read from the URL

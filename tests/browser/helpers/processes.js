@@ -2,6 +2,8 @@
 // drive: mock-llm (the deterministic model) and agent-server (with its own
 // embedded PostgreSQL in a fresh data dir). Both print the address they
 // bound ("... listening on http://HOST:PORT"), which is how port 0 is read.
+// Every server's `admin` token is ADMIN_TOKEN (AGENT_SERVER_ADMIN_TOKEN), so
+// the tests can sign in and call the API without reading a file.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,6 +20,9 @@ const START_TIMEOUT_MS = 90_000;
 const STOP_TIMEOUT_MS = 30_000;
 /** Lines of output kept per process, attached to a failing test. */
 const LOG_LINES = 400;
+/** The `admin` token of every server the tests start: a fixed test value,
+ * at least the 32 characters the server asks of AGENT_SERVER_ADMIN_TOKEN. */
+export const ADMIN_TOKEN = 'browser-tests-admin-token-not-a-secret-0123456789';
 
 function binary(name) {
   const file = path.join(REPO_ROOT, 'target', 'debug', name);
@@ -33,7 +38,16 @@ class Child {
     this.name = name;
     this.lines = [];
     this.process = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => resolve({ code, signal })));
+    /** Set by `stop`: an exit without it is news, and is said at once. */
+    this.stopping = false;
+    this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => {
+      if (!this.stopping) {
+        const news = `${name} (pid ${this.process.pid}) exited without being asked to: ${signal ?? `code ${code}`}`;
+        this.line(`--- ${news}`);
+        console.error(`browser tests: ${news}`);
+      }
+      resolve({ code, signal });
+    }));
     this.listeners = new Set();
     for (const stream of [this.process.stdout, this.process.stderr]) {
       let partial = '';
@@ -85,6 +99,7 @@ class Child {
   /** Sends `signal` and waits up to `ms` for the exit; true if it exited. */
   async stop(signal, ms) {
     if (!this.running) return true;
+    this.stopping = true;
     this.process.kill(signal);
     const outcome = await Promise.race([this.exited.then(() => true), sleep(ms).then(() => false)]);
     return outcome;
@@ -160,10 +175,14 @@ export class AgentServer {
       OPENAI_API_KEY: 'test',
       LOG_FORMAT: 'json',
       RUST_LOG: process.env.RUST_LOG || 'info',
+      AGENT_SERVER_ADMIN_TOKEN: ADMIN_TOKEN,
       ...this.extraEnv,
     };
     delete env.DATABASE_URL;
     delete env.ANTHROPIC_API_KEY;
+    // Settings of a developer's shell that would change what is tested.
+    if (!('AGENT_SERVER_AUTH' in this.extraEnv)) delete env.AGENT_SERVER_AUTH;
+    if (!('AGENT_REQUIRE_SECOND_APPROVER' in this.extraEnv)) delete env.AGENT_REQUIRE_SECOND_APPROVER;
     // Only a test that asks for trace links gets them.
     if (!('GRAFANA_URL' in this.extraEnv)) delete env.GRAFANA_URL;
     this.child = new Child('agent-server', binary('agent-server'), ['serve'], env);

@@ -26,6 +26,7 @@ test('cancelling a running run from the page', async ({ page, mock, baseURL }) =
   await expect(page.locator('[data-testid="timeline-event"][data-type="RUN_CANCELLED"]')).toHaveCount(1);
   await expect(cancel).toBeHidden();
   await expect(page.getByTestId('run-cancelled')).toBeVisible();
+  await expect(page.getByTestId('cancelled-by')).toHaveText('admin');
 
   const run = await rest.getRun(baseURL, id);
   expect(run.status).toBe('cancelled');
