@@ -85,6 +85,9 @@ const runView = new RunView(els.runView, {
 const live = new Live({
   onFrame,
   onState: showConnection,
+  // The server closed the feed because the session ended or the token was
+  // revoked: the sign-in form comes back at once.
+  onSignedOut: () => session.ended(),
   onConnected: () => {
     for (const journal of store.journals.values()) journal.forgetStreaming();
     refreshList();

@@ -26,16 +26,24 @@ const PING_MS = 15_000;
 /** Silence after which the connection is presumed dead: two missed pongs. */
 const SILENCE_MS = 40_000;
 
+/** The server's close code for a connection whose session ended or whose
+ * token was revoked. */
+const CLOSE_SIGNED_OUT = 4001;
+
 export class Live {
   /**
    * `onFrame(frame)` gets every server message; `onState(state)` gets
    * `connecting` (first attempt), `connected` or `reconnecting`;
-   * `onConnected()` runs after each successful (re)subscription.
+   * `onConnected()` runs after each successful (re)subscription;
+   * `onSignedOut()` when the server closes the connection because its
+   * session ended or its token was revoked (close code 4001): then nothing
+   * reconnects until `start()` again.
    */
-  constructor({ onFrame, onState, onConnected }) {
+  constructor({ onFrame, onState, onConnected, onSignedOut }) {
     this.onFrame = onFrame;
     this.onState = onState;
     this.onConnected = onConnected;
+    this.onSignedOut = onSignedOut;
     /** run id → function giving the seq to resume after. */
     this.followed = new Map();
     this.socket = null;
@@ -146,6 +154,11 @@ export class Live {
       if (frame && typeof frame === 'object') this.onFrame(frame);
     };
     socket.onclose = (close) => {
+      if (close.code === CLOSE_SIGNED_OUT) {
+        this.stop();
+        this.onSignedOut?.();
+        return;
+      }
       if (close.code === 4008) console.info('agent-server dropped this slow connection; reconnecting');
       this.lost(socket);
     };

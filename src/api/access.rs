@@ -29,6 +29,14 @@ use crate::config::AuthMode;
 /// The dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "agent_server_session";
 
+/// The credential a request presented, kept with it so that a long-lived
+/// connection (the WebSocket) can check it again later.
+#[derive(Clone)]
+pub struct Presented {
+    pub kind: Credential,
+    pub value: crate::config::Secret,
+}
+
 /// How the server decides who may do what; built once at start.
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
@@ -175,10 +183,16 @@ pub async fn guard(
     let Some(permission) = required_permission(req.method(), &path) else {
         return next.call(req).await;
     };
-    let (identity, by_cookie) = match policy.mode {
-        AuthMode::None => (Identity::anonymous(), false),
-        AuthMode::Tokens => identify(&req, &app).await?,
+    let (identity, presented) = match policy.mode {
+        AuthMode::None => (Identity::anonymous(), None),
+        AuthMode::Tokens => {
+            let (identity, presented) = identify(&req, &app).await?;
+            (identity, Some(presented))
+        }
     };
+    let by_cookie = presented
+        .as_ref()
+        .is_some_and(|p| p.kind == Credential::Session);
     if !identity.may(permission) {
         return Err(ApiError::Forbidden(format!(
             "this needs the role {}; the token `{}` has {}",
@@ -207,11 +221,14 @@ pub async fn guard(
         }
     }
     req.extensions_mut().insert(identity);
+    if let Some(presented) = presented {
+        req.extensions_mut().insert(presented);
+    }
     next.call(req).await
 }
 
-/// The request's identity and whether it came from the cookie.
-async fn identify(req: &ServiceRequest, app: &AppState) -> Result<(Identity, bool), ApiError> {
+/// The request's identity and the credential that says so.
+async fn identify(req: &ServiceRequest, app: &AppState) -> Result<(Identity, Presented), ApiError> {
     let (kind, value) = match req.headers().get(header::AUTHORIZATION) {
         Some(value) => {
             let value = value.to_str().unwrap_or_default().trim();
@@ -249,7 +266,13 @@ async fn identify(req: &ServiceRequest, app: &AppState) -> Result<(Identity, boo
                 }
             })
         })?;
-    Ok((identity, kind == Credential::Session))
+    Ok((
+        identity,
+        Presented {
+            kind,
+            value: crate::config::Secret::new(value),
+        },
+    ))
 }
 
 /// The identity of the request's sender, as `guard` found it.

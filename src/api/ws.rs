@@ -17,13 +17,14 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
 use futures_util::Stream;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
+use super::access::Presented;
 use super::{ApiError, AppState};
 use crate::journal;
 use crate::realtime::{Delta, FeedItem, delta_frame, event_frame};
@@ -40,6 +41,12 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLAY_PAGE: i64 = 1000;
 /// The close code for a client that fell behind (an application code).
 pub const CLOSE_TOO_SLOW: u16 = 4008;
+/// The close code for a connection whose token was revoked or whose session
+/// ended: the client must sign in again (an application code, like HTTP 401).
+pub const CLOSE_SIGNED_OUT: u16 = 4001;
+/// How often an open connection's credential is checked again, so that a
+/// revocation reaches live connections as fast as it reaches requests.
+const CREDENTIAL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `GET /api/ws`: checks the origin, then upgrades.
 #[utoipa::path(
@@ -57,6 +64,7 @@ pub async fn connect(
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&req, &app.settings.allowed_origins)?;
+    let presented = req.extensions().get::<Presented>().cloned();
     let (response, session, messages) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::InvalidRequest(format!("not a WebSocket upgrade: {e}")))?;
     let messages = messages
@@ -71,10 +79,14 @@ pub async fn connect(
     let (outbound, queue) = mpsc::channel(app.settings.ws_queue_frames);
     let (close, close_signal) = oneshot::channel();
     actix_rt::spawn(write_frames(session, queue, close_signal));
+    let authenticator = app.authenticator.clone();
     WsConnection::create(move |ctx| {
         ctx.add_stream(messages);
         ctx.add_stream(feed);
         ctx.add_stream(deltas);
+        if let Some(presented) = presented {
+            watch_credential(ctx, authenticator, presented);
+        }
         WsConnection {
             stopping,
             pool,
@@ -115,6 +127,38 @@ fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), ApiError> {
             "origin `{origin}` may not open the WebSocket; add it to AGENT_SERVER_ALLOWED_ORIGINS"
         )))
     }
+}
+
+/// Checks the connection's credential every `CREDENTIAL_CHECK_INTERVAL` and
+/// closes the connection (4001) once it no longer names anyone. The
+/// authenticator's cache keeps this to a query per credential and half
+/// second, however many connections share it.
+fn watch_credential(
+    ctx: &mut Context<WsConnection>,
+    authenticator: crate::auth::Authenticator,
+    presented: Presented,
+) {
+    ctx.run_interval(CREDENTIAL_CHECK_INTERVAL, move |_, ctx| {
+        let authenticator = authenticator.clone();
+        let presented = presented.clone();
+        ctx.spawn(
+            fut::wrap_future::<_, WsConnection>(async move {
+                authenticator
+                    .identify(presented.kind, presented.value.expose())
+                    .await
+            })
+            .map(|outcome, act, ctx| {
+                // Database trouble is not a revocation: check again later.
+                if let Ok(None) = outcome {
+                    act.close(
+                        ctx,
+                        CloseCode::Other(CLOSE_SIGNED_OUT),
+                        "signed out: the token was revoked or the session ended; sign in again",
+                    );
+                }
+            }),
+        );
+    });
 }
 
 /// A broadcast receiver as a stream; a lag is an item, not the end.

@@ -826,3 +826,38 @@ async fn the_http_parsers_own_errors_have_the_json_body() {
     // The server answers the next client as before.
     assert_eq!(app.api().get("/healthz").await.status(), 200);
 }
+
+#[actix_web::test]
+async fn a_revoked_token_closes_its_live_connections() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = spawn_app().await;
+    let admin = app.api();
+    let token = admin.new_token("watcher", &["viewer"]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(&app.address, &token))
+        .await
+        .unwrap();
+    let revoked_at = Instant::now();
+    let response = admin
+        .client
+        .delete(format!("{}/api/tokens/watcher", admin.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let close = loop {
+        match tokio::time::timeout(crate::helpers::WAIT_LIMIT, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 4001, "{close:?}");
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        revoked_at.elapsed()
+    );
+}
