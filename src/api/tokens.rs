@@ -89,11 +89,14 @@ pub async fn create(
     )
     .await?;
     tracing::info!(name = %info.name, roles = ?info.roles, by = %caller.name, "token created");
-    Ok(HttpResponse::Created().json(NewToken {
-        name: info.name,
-        roles: info.roles,
-        token: token.expose().to_string(),
-    }))
+    // The only copy of the token: no cache, proxy or browser keeps it.
+    Ok(HttpResponse::Created()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(NewToken {
+            name: info.name,
+            roles: info.roles,
+            token: token.expose().to_string(),
+        }))
 }
 
 /// `GET /api/tokens`: never a token or its hash.

@@ -177,6 +177,7 @@ async fn tokens_are_shown_once_and_revocation_is_felt_everywhere_within_a_second
         )
         .await;
     assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["cache-control"], "no-store");
     let created: Value = response.json().await.unwrap();
     assert_eq!(created["name"], "ci-bot");
     assert_eq!(created["roles"], json!(["viewer", "operator"]));
