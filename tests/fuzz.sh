@@ -38,14 +38,11 @@ if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/st" --version | grep -q "$SCHEMATHESI
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
+source tests/server.sh
 work=$(mktemp -d /tmp/agent-server-fuzz.XXXXXX)
 chmod 755 "$work"
-server_pid=""
 cleanup() {
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  stop_server
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -53,19 +50,8 @@ trap cleanup EXIT
 # A token made for this run only, never printed; the limits are raised so
 # that the fuzzer's thousands of requests meet the API, not the rate limit.
 token="fuzz-$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
-env -i PATH="$PATH" AGENT_SERVER_ADDR=127.0.0.1:0 AGENT_SERVER_DATA_DIR="$work/data" \
-  AGENT_SERVER_ADMIN_TOKEN="$token" AGENT_RATE_LIMIT_RUNS_PER_MIN=1000000 \
-  AGENT_MAX_OPEN_RUNS_PER_TOKEN=10000000 LOG_FORMAT=json RUST_LOG=warn \
-  target/debug/agent-server serve >"$work/server.log" 2>&1 &
-server_pid=$!
-base=""
-for _ in $(seq 1 300); do
-  base=$(sed -n 's/^agent-server listening on \(http:[^ ]*\)$/\1/p' "$work/server.log")
-  [ -n "$base" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log"; exit 1; }
-  sleep 0.1
-done
-[ -n "$base" ] || { echo "fuzz: the server did not start" >&2; cat "$work/server.log"; exit 1; }
+start_server "$work" AGENT_SERVER_ADMIN_TOKEN="$token" AGENT_RATE_LIMIT_RUNS_PER_MIN=1000000 \
+  AGENT_MAX_OPEN_RUNS_PER_TOKEN=10000000 RUST_LOG=warn
 
 status=0
 "$venv/bin/st" run "$base/api/openapi.json" \

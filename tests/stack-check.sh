@@ -35,32 +35,19 @@ for dashboard in infra/grafana/dashboards/*.json; do
 done
 echo "stack-check: prometheus config, compose file and dashboard JSON are valid"
 
+source tests/server.sh
 work=$(mktemp -d /tmp/agent-server-stack-check.XXXXXX)
 chmod 755 "$work"
-server_pid=""
 prometheus_pid=""
 cleanup() {
   [ -n "$prometheus_pid" ] && kill "$prometheus_pid" 2>/dev/null || true
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  stop_server
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 # The server: embedded PostgreSQL, the scripted model.
-env -i PATH="$PATH" AGENT_SERVER_ADDR=127.0.0.1:0 AGENT_SERVER_DATA_DIR="$work/data" LOG_FORMAT=json \
-  target/debug/agent-server serve >"$work/server.log" 2>&1 &
-server_pid=$!
-base=""
-for _ in $(seq 1 300); do
-  base=$(sed -n 's/^agent-server listening on \(http:[^ ]*\)$/\1/p' "$work/server.log")
-  [ -n "$base" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log"; exit 1; }
-  sleep 0.1
-done
-[ -n "$base" ] || { echo "stack-check: the server did not start" >&2; cat "$work/server.log"; exit 1; }
+start_server "$work"
 
 # The admin token the first start wrote, as a new user finds it.
 token=$(cat "$work/data/admin-token")
