@@ -272,7 +272,7 @@ impl GroupGuard {
     async fn end(&self) {
         if self.signal(Signal::SIGTERM) {
             let deadline = tokio::time::Instant::now() + KILL_GRACE;
-            while send(self.pgid, None) && tokio::time::Instant::now() < deadline {
+            while group_runs(self.pgid) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(POLL_INTERVAL).await;
             }
             self.signal(Signal::SIGKILL);
@@ -292,7 +292,7 @@ impl Drop for GroupGuard {
             .name("shell-group-reaper".to_owned())
             .spawn(move || {
                 let deadline = std::time::Instant::now() + KILL_GRACE;
-                while send(pgid, None) && std::time::Instant::now() < deadline {
+                while group_runs(pgid) && std::time::Instant::now() < deadline {
                     std::thread::sleep(POLL_INTERVAL);
                 }
                 send(pgid, Some(Signal::SIGKILL));
@@ -302,6 +302,33 @@ impl Drop for GroupGuard {
             send(pgid, Some(Signal::SIGKILL));
         }
     }
+}
+
+/// Whether a member of group `pgid` still runs. `killpg` counts zombies too, and in the
+/// sandbox one is left for a moment: bubblewrap's init, which outlives bwrap just long
+/// enough to end the command's namespace, and is then reaped by whoever adopts orphans,
+/// not by us. A zombie runs nothing, so only the others count.
+fn group_runs(pgid: Pid) -> bool {
+    if !send(pgid, None) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let group = pgid.as_raw().to_string();
+    entries.filter_map(Result::ok).any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // The fields after the command's name, which may hold spaces and parentheses:
+        // state, parent, process group.
+        let Some((_, fields)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = fields.split_whitespace();
+        let state = fields.next();
+        fields.nth(1) == Some(group.as_str()) && state != Some("Z")
+    })
 }
 
 /// `killpg` that reports whether the group exists (`None` only probes).
