@@ -181,8 +181,8 @@ impl Sandbox {
     /// set-up stops the server at start instead of failing every command.
     ///
     /// Refuses a data dir inside the workspace whatever the kind. With bwrap it finds
-    /// the programs, hands the workspace to the sandbox user when the server is root, and
-    /// runs `true` in a sandbox. With `none` it logs a warning.
+    /// the programs, runs `true` in a sandbox, and then, when the server is root, hands
+    /// the workspace to the sandbox user. With `none` it logs a warning.
     pub async fn start(
         settings: &SandboxSettings,
         workspace: &Path,
@@ -229,16 +229,19 @@ impl Sandbox {
                     system_dirs: host_system_dirs(),
                     resolver: settings.network.then(host_resolver).flatten(),
                 };
-                if let SandboxUser::Dropped { owner, .. } = &bwrap.user {
-                    hand_over(*owner, &root).await?;
-                }
+                let owner = match &bwrap.user {
+                    SandboxUser::Dropped { owner, .. } => Some(*owner),
+                    SandboxUser::Server => None,
+                };
                 let sandbox = Sandbox {
                     confinement: Confinement::Bwrap(bwrap),
                 };
+                // The trial first, so that a sandbox that cannot work changes no owner.
                 let took = sandbox.trial(&root).await?;
-                let uid = sandbox
-                    .owner()
-                    .map_or_else(|| nix::unistd::geteuid().as_raw(), |o| o.uid());
+                if let Some(owner) = owner {
+                    hand_over(owner, &root).await?;
+                }
+                let uid = owner.map_or_else(|| nix::unistd::geteuid().as_raw(), |o| o.uid());
                 tracing::info!(
                     uid,
                     network = settings.network,
