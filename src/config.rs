@@ -145,12 +145,23 @@ pub struct SandboxSettings {
     pub kind: SandboxKind,
     /// `AGENT_SHELL_NETWORK`: let commands use the host's network.
     pub network: bool,
-    /// `AGENT_SHELL_MEMORY_MB`: the address space a command may use.
+    /// `AGENT_SHELL_MEMORY_MB`: the address space a command may use, and
+    /// the size of its private `/tmp`.
     pub memory_mb: u64,
+    /// `AGENT_SANDBOX_UID` (default 65534, nobody/nogroup): the user and
+    /// group id commands run as when the server runs as root. Servers that
+    /// share a host can each have their own, so that they do not share one
+    /// budget of [`SANDBOX_MAX_PROCESSES`], which the kernel counts per user.
+    pub uid: u32,
 }
 
 /// The most processes one sandboxed command may have (contract section 9).
+/// The kernel counts them per user, so the commands running at one time as
+/// the same sandbox user share this number.
 pub const SANDBOX_MAX_PROCESSES: u64 = 256;
+/// The sandbox user when `AGENT_SANDBOX_UID` is unset: `nobody`, which owns
+/// no files outside the workspaces handed to it.
+pub const DEFAULT_SANDBOX_UID: u32 = 65_534;
 /// The shortest `AGENT_SERVER_ADMIN_TOKEN` accepted: as long as the tokens the
 /// server makes itself are strong.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
@@ -333,6 +344,15 @@ impl Settings {
             },
             network: parse_bool(&get, "AGENT_SHELL_NETWORK", false)?,
             memory_mb: parse_number(&get, "AGENT_SHELL_MEMORY_MB", 1024, 64, 1 << 20)?,
+            // Not 0, which is root, and not u32::MAX, which the kernel reads
+            // as "no change" in chown and setresuid.
+            uid: parse_number(
+                &get,
+                "AGENT_SANDBOX_UID",
+                u64::from(DEFAULT_SANDBOX_UID),
+                1,
+                u64::from(u32::MAX - 1),
+            )? as u32,
         };
 
         Ok(Settings {
@@ -515,6 +535,8 @@ mod tests {
             ("AGENT_SANDBOX", "docker"),
             ("AGENT_SHELL_NETWORK", "maybe"),
             ("AGENT_SHELL_MEMORY_MB", "1"),
+            ("AGENT_SANDBOX_UID", "0"),
+            ("AGENT_SANDBOX_UID", "4294967295"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");
@@ -540,6 +562,7 @@ mod tests {
         assert_eq!(s.sandbox.kind, SandboxKind::Bwrap);
         assert!(!s.sandbox.network);
         assert_eq!(s.sandbox.memory_mb, 1024);
+        assert_eq!(s.sandbox.uid, 65_534);
         assert_eq!(s.access.runs_per_minute, 120);
         assert_eq!(s.access.max_open_runs, 1000);
     }

@@ -17,7 +17,8 @@
 //!   performs its effects, and the registry that supervises the actors.
 //! - `agents`: the agents' names, prompts and tool sets.
 //! - `llm`: the provider-neutral model client and its providers.
-//! - `tools`: the tools the models call, confined to the workspace.
+//! - `tools`: the tools the models call, confined to the workspace; `tools::sandbox`
+//!   runs `shell` commands in bubblewrap.
 //! - `api`: the HTTP API; the only module that knows status codes.
 //! - `realtime`: what watchers see live: streamed model text (deltas).
 //! - `bench`: the `agent-server bench` measurements.

@@ -19,6 +19,7 @@ use crate::run::RunRegistry;
 use crate::run::actor::RunDeps;
 use crate::telemetry::metrics::Metrics;
 use crate::tools::loki::LokiClient;
+use crate::tools::sandbox::Sandbox;
 use crate::tools::{ToolContext, Workspace};
 use crate::{journal, llm};
 
@@ -107,8 +108,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // First, so that a sandbox that cannot work stops the server before anything starts.
+        let sandbox =
+            Sandbox::start(&settings.sandbox, &settings.workspace, &settings.data_dir).await?;
         let database = open_database(&settings, EMBEDDED_DATABASE).await?;
-        let workspace = Workspace::open(&settings.workspace)
+        let workspace = Workspace::open_with_owner(&settings.workspace, sandbox.owner())
             .with_context(|| format!("opening the workspace {}", settings.workspace.display()))?;
         let loki = settings
             .loki_url
@@ -130,6 +134,7 @@ impl Application {
             tools: ToolContext {
                 workspace: Arc::new(workspace),
                 loki,
+                sandbox: Arc::new(sandbox),
             },
             max_iterations: settings.max_iterations,
             deltas: DeltaHub::new(),

@@ -225,6 +225,8 @@ pub async fn run(
         workspace: Arc::new(workspace),
         // The bench runs no `loki_query` calls.
         loki: None,
+        // Nor `shell` calls.
+        sandbox: Arc::new(crate::tools::sandbox::Sandbox::unconfined()),
     };
     let arbiters = crate::startup::run_arbiters();
     let registry_with = |steps: u32, export: bool| {

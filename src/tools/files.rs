@@ -202,6 +202,7 @@ mod tests {
             ToolContext {
                 workspace,
                 loki: None,
+                sandbox: Arc::new(crate::tools::sandbox::Sandbox::unconfined()),
             },
         )
     }

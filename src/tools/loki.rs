@@ -925,6 +925,7 @@ mod tests {
         let ctx = ToolContext {
             workspace: Arc::new(Workspace::open(dir.path()).unwrap()),
             loki: loki.map(Arc::new),
+            sandbox: Arc::new(crate::tools::sandbox::Sandbox::unconfined()),
         };
         (dir, ctx)
     }

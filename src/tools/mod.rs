@@ -2,14 +2,16 @@
 //!
 //! Layout: `workspace` confines every path the model names to one directory (via
 //! `openat2` with `RESOLVE_BENEATH`), `files` implements `read_file`, `write_file` and
-//! `list_files` on top of it, `shell` runs commands in their own process group with
-//! a scrubbed environment, a timeout and kill-on-drop, and `loki` runs `loki_query`
-//! against Loki's HTTP API. This file holds what they share:
+//! `list_files` on top of it, `shell` runs commands with a timeout and kill-on-drop,
+//! `sandbox` confines them (bubblewrap: no network, only the workspace writable, an
+//! unprivileged user, limits) and owns who owns the workspace, and `loki` runs
+//! `loki_query` against Loki's HTTP API. This file holds what they share:
 //! the `ToolSpec`/`ToolContext`/`ToolOutcome` types, the JSON argument checks, the
 //! head-and-tail output cap, and `execute`, which routes a call to its tool.
 
 pub mod files;
 pub mod loki;
+pub mod sandbox;
 pub mod schema;
 pub mod shell;
 pub mod workspace;
@@ -40,6 +42,8 @@ pub struct ToolContext {
     /// The Loki that `loki_query` reads, built once from `LOKI_URL`; `None` when it is
     /// unset, and the tool then tells the model that no logs can be read.
     pub loki: Option<Arc<loki::LokiClient>>,
+    /// How `shell` commands are confined, decided and checked once at start.
+    pub sandbox: Arc<sandbox::Sandbox>,
 }
 
 /// What a tool call produced; a failing tool is a result the model reads, never a panic or crash.
@@ -122,11 +126,15 @@ pub fn spec(tool: &str) -> Option<ToolSpec> {
             "shell",
             "Run a command with `sh -c` in the workspace directory and get its exit code and \
              output: stdout, then stderr after a `--- stderr ---` line. There is no stdin, so \
-             interactive programs will not work. Secrets are removed from the environment. The \
-             command, and everything it started, is killed after `timeout_secs` seconds \
-             (default 60, at most 600) and when the call ends, so do not rely on background \
-             processes surviving. Output over 64 KiB keeps its beginning and end with a marker \
-             saying how much was cut; filter long output (grep, head, tail) to see what matters.",
+             interactive programs will not work. The command runs in a sandbox as an \
+             unprivileged user: there is no network (unless the operator turned it on), only \
+             the workspace is writable, `/tmp` is private and empty for every command, memory \
+             and the number of processes are limited, and the environment holds only PATH, \
+             HOME (the workspace), LANG and TERM. The command, and everything it started, is \
+             killed after `timeout_secs` seconds (default 60, at most 600) and when the call \
+             ends, so do not rely on background processes surviving. Output over 64 KiB keeps \
+             its beginning and end with a marker saying how much was cut; filter long output \
+             (grep, head, tail) to see what matters.",
             json!({
                 "type": "object",
                 "properties": {
@@ -797,6 +805,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_shell_description_tells_the_model_about_the_sandbox() {
+        let description = spec("shell").unwrap().description;
+        for words in [
+            "no network",
+            "only the workspace is writable",
+            "`/tmp` is private and empty for every command",
+        ] {
+            assert!(description.contains(words), "{words}");
+        }
+    }
+
+    #[test]
     fn only_shell_and_write_file_are_dangerous() {
         let dangerous: Vec<&str> = TOOL_NAMES
             .iter()
@@ -813,6 +833,7 @@ pub(crate) mod tests {
         let ctx = ToolContext {
             workspace: Arc::new(Workspace::open(dir.path()).unwrap()),
             loki: None,
+            sandbox: Arc::new(sandbox::Sandbox::unconfined()),
         };
         for tool in ["nope", "delegate"] {
             let out = execute(tool, &json!({}), &ctx).await;

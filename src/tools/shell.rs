@@ -1,13 +1,13 @@
-//! The `shell` tool: runs `sh -c` in the workspace, in its own process group, with secrets scrubbed.
+//! The `shell` tool: runs `sh -c` in the workspace, confined by the sandbox, with a timeout.
 //!
 //! The command's process group is the unit of cleanup. It is ended when the command
 //! times out, when the shell exits (so background jobs cannot linger or hold the
 //! output pipes open), and when the future running the call is dropped, via a guard
 //! whose `Drop` signals the group and escalates to `SIGKILL` from a plain thread.
-//! Processes that move themselves to another group or session escape this cleanup.
+//! In the bubblewrap sandbox the group is bwrap's, and ending bwrap ends the command's
+//! whole PID namespace, so processes that move to another group or session end too;
+//! with `AGENT_SANDBOX=none` they escape this cleanup (see [`super::sandbox`]).
 
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::pin::pin;
 use std::process::{ExitStatus, Stdio};
@@ -44,29 +44,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The line separating stdout from stderr in the output.
 const STDERR_SEPARATOR: &str = "--- stderr ---\n";
 
-/// Whether an environment variable is a secret that commands must not see.
-pub fn is_secret_var(name: &OsStr) -> bool {
-    let upper = String::from_utf8_lossy(name.as_bytes()).to_uppercase();
-    upper == "DATABASE_URL"
-        || ["KEY", "SECRET", "TOKEN", "PASSWORD"]
-            .iter()
-            .any(|word| upper.contains(word))
-}
-
-/// `vars` without the secrets (see [`is_secret_var`]).
-pub fn scrub_env(
-    vars: impl IntoIterator<Item = (OsString, OsString)>,
-) -> Vec<(OsString, OsString)> {
-    vars.into_iter()
-        .filter(|(name, _)| !is_secret_var(name))
-        .collect()
-}
-
-/// The server's environment minus secrets: what shell commands run with.
-pub fn scrubbed_env() -> Vec<(OsString, OsString)> {
-    scrub_env(std::env::vars_os())
-}
-
 /// The `shell` tool.
 pub async fn run(args: &Value, ctx: &ToolContext) -> ToolOutcome {
     let (command, timeout_secs) = match parse_args(args) {
@@ -74,10 +51,8 @@ pub async fn run(args: &Value, ctx: &ToolContext) -> ToolOutcome {
         Err(message) => return ToolOutcome::failure(message),
     };
     run_command(
-        command,
+        ctx.sandbox.command(command, ctx.workspace.root()),
         Duration::from_secs(timeout_secs),
-        ctx.workspace.root(),
-        scrubbed_env(),
     )
     .await
 }
@@ -102,32 +77,23 @@ fn parse_args(args: &Value) -> Result<(&str, u64), String> {
     Ok((command, timeout))
 }
 
-/// Runs `command` with `sh -c` in `dir` with exactly the environment `env`.
-async fn run_command(
-    command: &str,
-    timeout: Duration,
-    dir: &std::path::Path,
-    env: Vec<(OsString, OsString)>,
-) -> ToolOutcome {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
+/// Runs `cmd`, a process that leads its own process group, for at most `timeout`.
+async fn run_command(mut cmd: Command, timeout: Duration) -> ToolOutcome {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(child) => child,
-        Err(e) => return ToolOutcome::failure(format!("shell: could not start `sh`: {e}")),
+        Err(e) => {
+            let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+            return ToolOutcome::failure(format!("shell: could not start `{program}`: {e}"));
+        }
     };
     // tokio only loses the id once the child is reaped, which cannot have happened yet.
     let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
         return ToolOutcome::failure("shell: the command started but its process id is unknown");
     };
-    // With process_group(0) the child leads a new group whose id is its pid.
+    // The sandbox makes the child lead a new group, whose id is its pid.
     let group = GroupGuard::new(Pid::from_raw(pid));
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -306,7 +272,7 @@ impl GroupGuard {
     async fn end(&self) {
         if self.signal(Signal::SIGTERM) {
             let deadline = tokio::time::Instant::now() + KILL_GRACE;
-            while send(self.pgid, None) && tokio::time::Instant::now() < deadline {
+            while group_runs(self.pgid) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(POLL_INTERVAL).await;
             }
             self.signal(Signal::SIGKILL);
@@ -326,7 +292,7 @@ impl Drop for GroupGuard {
             .name("shell-group-reaper".to_owned())
             .spawn(move || {
                 let deadline = std::time::Instant::now() + KILL_GRACE;
-                while send(pgid, None) && std::time::Instant::now() < deadline {
+                while group_runs(pgid) && std::time::Instant::now() < deadline {
                     std::thread::sleep(POLL_INTERVAL);
                 }
                 send(pgid, Some(Signal::SIGKILL));
@@ -336,6 +302,33 @@ impl Drop for GroupGuard {
             send(pgid, Some(Signal::SIGKILL));
         }
     }
+}
+
+/// Whether a member of group `pgid` still runs. `killpg` counts zombies too, and in the
+/// sandbox one is left for a moment: bubblewrap's init, which outlives bwrap just long
+/// enough to end the command's namespace, and is then reaped by whoever adopts orphans,
+/// not by us. A zombie runs nothing, so only the others count.
+fn group_runs(pgid: Pid) -> bool {
+    if !send(pgid, None) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let group = pgid.as_raw().to_string();
+    entries.filter_map(Result::ok).any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // The fields after the command's name, which may hold spaces and parentheses:
+        // state, parent, process group.
+        let Some((_, fields)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = fields.split_whitespace();
+        let state = fields.next();
+        fields.nth(1) == Some(group.as_str()) && state != Some("Z")
+    })
 }
 
 /// `killpg` that reports whether the group exists (`None` only probes).
@@ -354,13 +347,17 @@ fn send(pgid: Pid, signal: Option<Signal>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::sandbox::{Sandbox, scrub_env, unconfined};
     use crate::tools::{Workspace, execute};
     use serde_json::json;
+    use std::ffi::OsString;
     use std::path::Path;
     use std::sync::Arc;
     use std::time::Instant;
     use tempfile::TempDir;
 
+    /// A workspace and a context without a sandbox, so that the pids commands write
+    /// are the host's and the tests can watch the process group itself.
     fn context() -> (TempDir, ToolContext) {
         let dir = TempDir::new().expect("tempdir");
         let workspace = Arc::new(Workspace::open(dir.path()).expect("open workspace"));
@@ -369,6 +366,29 @@ mod tests {
             ToolContext {
                 workspace,
                 loki: None,
+                sandbox: Arc::new(Sandbox::unconfined()),
+            },
+        )
+    }
+
+    /// A workspace and a context with the default bubblewrap sandbox.
+    async fn sandboxed_context() -> (TempDir, ToolContext) {
+        let dir = TempDir::new().expect("tempdir");
+        let settings = crate::config::Settings::from_lookup(|_| None)
+            .expect("default settings")
+            .sandbox;
+        let data = TempDir::new().expect("tempdir");
+        let sandbox = Sandbox::start(&settings, dir.path(), data.path())
+            .await
+            .expect("bubblewrap works here (apt-get install bubblewrap)");
+        let workspace = Workspace::open_with_owner(dir.path(), sandbox.owner());
+        let workspace = Arc::new(workspace.expect("open workspace"));
+        (
+            dir,
+            ToolContext {
+                workspace,
+                loki: None,
+                sandbox: Arc::new(sandbox),
             },
         )
     }
@@ -418,36 +438,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn secret_filter_drops_only_secrets() {
-        let vars = vec![
-            (os("PATH"), os("/usr/bin")),
-            (os("HOME"), os("/root")),
-            (os("MY_API_KEY"), os("k")),
-            (os("openai_api_key"), os("k")),
-            (os("AWS_SECRET_ACCESS_KEY"), os("s")),
-            (os("GITHUB_TOKEN"), os("t")),
-            (os("PGPASSWORD"), os("p")),
-            (os("DATABASE_URL"), os("postgres://")),
-            (os("database_url"), os("postgres://")),
-            (os("DATABASE_URL_RO"), os("kept: not exactly DATABASE_URL")),
-            (os("RUST_LOG"), os("debug")),
-        ];
-        let kept: Vec<OsString> = scrub_env(vars).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(
-            kept,
-            vec![
-                os("PATH"),
-                os("HOME"),
-                os("DATABASE_URL_RO"),
-                os("RUST_LOG")
-            ]
-        );
-        for (name, _) in scrubbed_env() {
-            assert!(!is_secret_var(&name));
-        }
-    }
-
     #[tokio::test]
     async fn secrets_do_not_reach_the_command() {
         let dir = TempDir::new().unwrap();
@@ -457,11 +447,10 @@ mod tests {
             (os("DATABASE_URL"), os("postgres://secret")),
             (os("VISIBLE"), os("yes")),
         ]);
+        let command = "echo \"${MY_API_KEY-unset} ${DATABASE_URL-unset} $VISIBLE\"";
         let out = run_command(
-            "echo \"${MY_API_KEY-unset} ${DATABASE_URL-unset} $VISIBLE\"",
+            unconfined(command, dir.path(), env),
             Duration::from_secs(10),
-            dir.path(),
-            env,
         )
         .await;
         assert_eq!(out.output, "unset unset yes\n");
@@ -645,6 +634,54 @@ mod tests {
         assert_gone_soon(pid).await;
     }
 
+    #[tokio::test]
+    async fn output_exit_codes_and_timeouts_read_the_same_in_the_sandbox() {
+        let (_d, ctx) = sandboxed_context().await;
+        let out = execute("shell", &json!({"command": "pwd"}), &ctx).await;
+        assert_eq!(
+            out,
+            ToolOutcome {
+                ok: true,
+                output: format!("{}\n", ctx.workspace.root().display()),
+                exit_code: Some(0)
+            }
+        );
+        let out = execute(
+            "shell",
+            &json!({"command": "echo out; echo err >&2; printf tail; exit 3"}),
+            &ctx,
+        )
+        .await;
+        assert_eq!(
+            out,
+            ToolOutcome {
+                ok: false,
+                output: "out\ntail\n--- stderr ---\nerr\n".into(),
+                exit_code: Some(3)
+            }
+        );
+        let out = execute(
+            "shell",
+            &json!({"command": "head -c 3000000 /dev/zero | tr '\\0' a"}),
+            &ctx,
+        )
+        .await;
+        assert!(out.ok && out.output.len() <= OUTPUT_CAP_BYTES);
+        assert_eq!(out.output.matches("bytes cut").count(), 1);
+        let started = Instant::now();
+        let out = execute(
+            "shell",
+            &json!({"command": "echo started; trap '' TERM; sleep 30", "timeout_secs": 1}),
+            &ctx,
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(out.exit_code, None);
+        assert!(out.output.starts_with("started\n"), "{}", out.output);
+        assert!(out.output.contains("timed out after 1 s"), "{}", out.output);
+        assert!(!out.output.contains("incomplete"), "{}", out.output);
+    }
+
     #[test]
     fn execute_future_is_send() {
         fn assert_send<T: Send>(_: &T) {}
@@ -652,6 +689,7 @@ mod tests {
         let ctx = ToolContext {
             workspace: Arc::new(Workspace::open(dir.path()).unwrap()),
             loki: None,
+            sandbox: Arc::new(Sandbox::unconfined()),
         };
         let args = json!({"command": "true"});
         let future = execute("shell", &args, &ctx);

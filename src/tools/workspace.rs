@@ -19,6 +19,8 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 
+use super::sandbox::SandboxOwner;
+
 /// How often an `openat2` that the kernel asks to retry (`EAGAIN`) is attempted before giving up.
 const OPEN_ATTEMPTS: usize = 8;
 
@@ -116,6 +118,9 @@ pub struct Workspace {
     root: PathBuf,
     /// Open descriptor of the root, the anchor for every `openat2`, so renames of the path cannot redirect us.
     dir: OwnedFd,
+    /// Who must own the files and directories made here, when not the server: the
+    /// sandbox user of a root server, so that commands can change what the tools wrote.
+    owner: Option<SandboxOwner>,
 }
 
 impl Workspace {
@@ -123,6 +128,11 @@ impl Workspace {
     ///
     /// Fails if the kernel lacks `openat2`, because then paths cannot be confined.
     pub fn open(root: &Path) -> io::Result<Workspace> {
+        Workspace::open_with_owner(root, None)
+    }
+
+    /// Like [`Workspace::open`], giving what the tools make here to `owner`, if any.
+    pub fn open_with_owner(root: &Path, owner: Option<SandboxOwner>) -> io::Result<Workspace> {
         std::fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
         let dir = nix::fcntl::open(
@@ -130,7 +140,7 @@ impl Workspace {
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        let workspace = Workspace { root, dir };
+        let workspace = Workspace { root, dir, owner };
         // Probe once so a kernel without openat2 is reported at startup, not on the first call.
         workspace
             .open_beneath(".", OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
@@ -189,7 +199,18 @@ impl Workspace {
         }
         .map_err(|e| WorkspaceError::from_errno(rel, e))?;
         ensure_regular(rel, &fd)?;
+        self.claim(rel, &fd)?;
         Ok(File::from(fd))
+    }
+
+    /// Gives what `fd` refers to, just made or opened at `rel`, to the workspace's owner.
+    fn claim(&self, rel: &str, fd: &OwnedFd) -> Result<(), WorkspaceError> {
+        match &self.owner {
+            Some(owner) => owner
+                .claim(fd)
+                .map_err(|e| WorkspaceError::from_errno(rel, e)),
+            None => Ok(()),
+        }
     }
 
     /// Opens an existing directory for listing; an empty `rel` means the root.
@@ -240,13 +261,20 @@ impl Workspace {
                     prefix.push(name);
                     current = match self.open_beneath(&prefix, dir_flags, Mode::empty()) {
                         Err(Errno::ENOENT) => {
-                            match mkdirat(&current, name, Mode::from_bits_truncate(DIR_MODE)) {
-                                // Someone else may have created it meanwhile; opening it decides.
-                                Ok(()) | Err(Errno::EEXIST) => {}
-                                Err(e) => return Err(map(e)),
+                            let made =
+                                match mkdirat(&current, name, Mode::from_bits_truncate(DIR_MODE)) {
+                                    Ok(()) => true,
+                                    // Someone else may have created it meanwhile; opening it decides.
+                                    Err(Errno::EEXIST) => false,
+                                    Err(e) => return Err(map(e)),
+                                };
+                            let dir = self
+                                .open_beneath(&prefix, dir_flags, Mode::empty())
+                                .map_err(map)?;
+                            if made {
+                                self.claim(rel, &dir)?;
                             }
-                            self.open_beneath(&prefix, dir_flags, Mode::empty())
-                                .map_err(map)?
+                            dir
                         }
                         other => other.map_err(map)?,
                     };
@@ -464,6 +492,27 @@ mod tests {
         );
         ws.create_dir_all("x/y/z").unwrap();
         assert!(ws.root().join("x/y/z").is_dir());
+    }
+
+    #[test]
+    fn what_the_tools_make_belongs_to_the_workspace_owner() {
+        use std::os::unix::fs::MetadataExt;
+        // Only root can give files away, and only a root server has an owner to give to.
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = TempDir::new().unwrap();
+        let owner = SandboxOwner::new(65_534);
+        let ws = Workspace::open_with_owner(dir.path(), Some(owner)).unwrap();
+        std::fs::create_dir(ws.root().join("old")).unwrap();
+
+        ws.create_file_write("old/new/deeper/file.txt").unwrap();
+
+        let uid = |rel: &str| std::fs::metadata(ws.root().join(rel)).unwrap().uid();
+        for rel in ["old/new", "old/new/deeper", "old/new/deeper/file.txt"] {
+            assert_eq!(uid(rel), owner.uid(), "{rel}");
+        }
+        assert_eq!(uid("old"), 0, "only what the tool made");
     }
 
     #[test]

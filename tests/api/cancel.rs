@@ -5,18 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_error, spawn_app, wait_until};
+use crate::helpers::{assert_error, processes_with, sleep_marker, spawn_app, wait_until};
 use crate::mock_llm::Reply;
-
-/// True once the process is gone (a zombie counts as gone: it runs nothing).
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
 
 #[actix_web::test]
 async fn cancelling_during_a_model_call_aborts_the_request() {
@@ -48,10 +38,12 @@ async fn cancelling_during_a_model_call_aborts_the_request() {
 }
 
 #[actix_web::test]
-async fn cancelling_during_a_shell_command_kills_its_process_group() {
+async fn cancelling_during_a_shell_command_kills_everything_it_started() {
     let app = spawn_app().await;
     let api = app.api();
-    let command = "sleep 30 & echo $! > sleep.pid; echo $$ > sh.pid; wait";
+    let marker = sleep_marker();
+    // A background job, and one that left for a session of its own.
+    let command = format!("sleep {marker} & setsid -f sleep {marker}; wait");
     app.llm
         .push(Reply::tool_call("c1", "shell", json!({"command": command})));
     let run = api
@@ -66,23 +58,21 @@ async fn cancelling_during_a_shell_command_kills_its_process_group() {
         None,
     )
     .await;
-    let workspace = app.workspace.path().to_path_buf();
-    let read_pid = |name: &str| {
-        std::fs::read_to_string(workspace.join(name))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-    };
-    let (sh, sleep) = wait_until("the shell command to start", || async {
-        Some((read_pid("sh.pid")?, read_pid("sleep.pid")?))
+    let sleeper = format!("sleep {marker}");
+    wait_until("both sleeps to start", || async {
+        let sleeps = processes_with(&marker)
+            .into_iter()
+            .filter(|(_, line)| *line == sleeper)
+            .count();
+        (sleeps == 2).then_some(())
     })
     .await;
-    assert!(!process_gone(sleep));
 
     let started = Instant::now();
     let response = api.cancel(id).await;
     assert_eq!(response.status(), 200);
-    wait_until("the shell's process group to die", || async {
-        (process_gone(sh) && process_gone(sleep)).then_some(())
+    wait_until("every process of the command to die", || async {
+        processes_with(&marker).is_empty().then_some(())
     })
     .await;
     assert!(

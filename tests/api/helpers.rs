@@ -111,6 +111,31 @@ pub async fn fresh_database() -> String {
     )
 }
 
+/// A sleep duration no other process uses: a command that runs
+/// `sleep {marker}` can be found from the host with [`processes_with`],
+/// whatever namespace it runs in.
+pub fn sleep_marker() -> String {
+    format!("1000.{:09}", Uuid::new_v4().as_u128() % 1_000_000_000)
+}
+
+/// The host's live processes whose command line contains `marker`, as
+/// `(pid, command line)`; zombies have no command line and are left out.
+pub fn processes_with(marker: &str) -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+            line.contains(marker)
+                .then(|| (pid, line.trim_end().to_string()))
+        })
+        .collect()
+}
+
 /// Polls `check` until it gives a value, failing the test after `WAIT_LIMIT`.
 pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -156,9 +181,12 @@ pub fn settings_map(
         ("OPENAI_API_KEY", "test-key".into()),
         ("LLM_MODEL", "mock-model".into()),
         ("AGENT_WORKSPACE", workspace.display().to_string()),
+        // Beside the workspace, never inside it, where the server refuses it.
+        // Nothing is written there: the tests give the database and the admin
+        // token.
         (
             "AGENT_SERVER_DATA_DIR",
-            workspace.join(".data").display().to_string(),
+            format!("{}.data", workspace.display()),
         ),
         ("AGENT_SERVER_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
     ]

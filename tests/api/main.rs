@@ -16,5 +16,6 @@ mod process;
 mod providers;
 mod recovery;
 mod runs;
+mod sandbox;
 mod supervision;
 mod ws;

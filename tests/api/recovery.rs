@@ -84,7 +84,7 @@ async fn an_approved_dangerous_tool_never_runs_twice_after_kill_9() {
     let database_url = fresh_database().await;
     let llm = MockLlm::start().await;
     let workspace = tempfile::tempdir().unwrap();
-    let command = "echo run >> ledger.txt; echo $$ > sh.pid; sleep 30";
+    let command = "echo run >> ledger.txt; echo started > started; sleep 30";
     llm.push(Reply::tool_call("c1", "shell", json!({"command": command})));
     llm.push(Reply::text("stopped as asked"));
 
@@ -98,21 +98,14 @@ async fn an_approved_dangerous_tool_never_runs_twice_after_kill_9() {
     let first_id = first["approval_id"].as_str().unwrap().to_string();
     server.api.resume(&id, &first_id, "approved", None).await;
     let ledger = workspace.path().join("ledger.txt");
-    let pid_file = workspace.path().join("sh.pid");
+    let started = workspace.path().join("started");
     wait_until("the command to start", || async {
-        pid_file.exists().then_some(())
+        started.exists().then_some(())
     })
     .await;
+    // The sandbox ends the command with the server, so only a re-run could
+    // write to the ledger again.
     server.kill_9();
-    // The orphaned command is not ours to finish; end it so only a re-run
-    // could write to the ledger again.
-    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
-        let pid: i32 = pid.trim().parse().unwrap();
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 
     let server = Server::start(&database_url, &llm, &workspace).await;
     let again = server.api.wait_for_approval(&id).await;
