@@ -273,7 +273,7 @@ fn sign_in_hint(bootstrap: &auth::bootstrap::Bootstrap, local: std::net::SocketA
     let file = file.display();
     format!(
         "{what} {file} (readable by this user only)\n  \
-         dashboard: open http://{local}/#token=$(cat {file})\n  \
+         dashboard: open the link `echo \"http://{local}/#token=$(cat {file})\"` prints\n  \
          API:       curl -H \"Authorization: Bearer $(cat {file})\" http://{local}/api/me"
     )
 }
