@@ -24,9 +24,9 @@ mod group;
 pub use group::{Writer, WriterStats};
 
 use crate::agents::AgentName;
+use crate::domain::{Event, EventBody, RunError};
+use crate::domain::{PendingApproval, RunStatus, RunSummary};
 use crate::llm::Usage;
-use crate::run::event::{Event, EventBody, RunError};
-use crate::run::state::{PendingApproval, RunStatus, RunSummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -112,14 +112,9 @@ impl RunRecord {
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub id: Uuid,
-    pub agent: AgentName,
-    pub task: String,
-    pub approval_timeout_secs: u64,
+    /// Its `RUN_STARTED` entry, as `run::state::start` made it.
+    pub started: Event,
     pub idempotency_key: Option<String>,
-    pub at: DateTime<Utc>,
-    pub trace: crate::telemetry::trace::TraceRef,
-    /// The name of the token creating it.
-    pub created_by: String,
     /// The creator's limits; `None` creates unconditionally.
     pub limits: Option<RunLimits>,
 }
@@ -155,6 +150,16 @@ const RUN_COLUMNS: &str = "id, status, agent, task, created_at, updated_at, pend
 /// concurrent requests on any instance cannot slip past them together.
 #[tracing::instrument(skip_all, fields(run_id = %run.id))]
 pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<Created, Error> {
+    let EventBody::RunStarted {
+        task,
+        agent,
+        approval_timeout_secs,
+        trace,
+        created_by,
+    } = &run.started.body
+    else {
+        return Err(corrupt(run.id, 1, "a run must start with RUN_STARTED"));
+    };
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     if let Some(key) = &run.idempotency_key
@@ -163,19 +168,13 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<Created, Error> {
         return Ok(Created::Existing(existing));
     }
     if let Some(limits) = run.limits
-        && let Some(limited) = over_limit(&tx, run, limits).await?
+        && let Some(limited) = over_limit(&tx, created_by, run.started.at, limits).await?
     {
         return Ok(limited);
     }
-    let body = EventBody::RunStarted {
-        task: run.task.clone(),
-        agent: run.agent,
-        approval_timeout_secs: run.approval_timeout_secs,
-        trace: Some(run.trace.clone()),
-        created_by: run.created_by.clone(),
-    };
-    let (_, mut payload) = body.to_columns();
+    let (_, mut payload) = run.started.body.to_columns();
     storable(&mut payload);
+    let trace_id = trace.as_ref().map(|t| t.trace_id.as_str());
     let statement = tx
         .prepare_cached(
             "WITH r AS (
@@ -186,25 +185,26 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<Created, Error> {
                 RETURNING id
             ), e AS (
                 INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
-                SELECT id, 1, 'RUN_STARTED', $2, $6, 'run-started', $7 FROM r
+                SELECT id, 1, 'RUN_STARTED', $2, $6, $10, $7 FROM r
             )
             SELECT count(*) FROM r",
         )
         .await?;
-    let timeout = run.approval_timeout_secs as i64;
+    let timeout = *approval_timeout_secs as i64;
     let inserted: i64 = tx
         .query_one(
             &statement,
             &[
                 &run.id,
-                &run.agent.as_str(),
-                &run.task,
+                &agent.as_str(),
+                task,
                 &timeout,
                 &run.idempotency_key,
-                &run.at,
+                &run.started.at,
                 &payload,
-                &run.trace.trace_id,
-                &run.created_by,
+                &trace_id,
+                created_by,
+                &run.started.key,
             ],
         )
         .await?
@@ -247,12 +247,13 @@ async fn run_by_key<C: GenericClient + Sync>(
 /// creating transaction after taking the creator's lock.
 async fn over_limit<C: GenericClient + Sync>(
     tx: &C,
-    run: &NewRun,
+    creator: &str,
+    at: DateTime<Utc>,
     limits: RunLimits,
 ) -> Result<Option<Created>, Error> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('runs-created-by:' || $1, 0))",
-        &[&run.created_by],
+        &[&creator],
     )
     .await?;
     let row = tx
@@ -264,7 +265,7 @@ async fn over_limit<C: GenericClient + Sync>(
                     AND created_at > $2::timestamptz - interval '1 minute') AS oldest,
                 (SELECT count(*) FROM runs WHERE created_by = $1
                     AND status NOT IN ('completed', 'failed', 'cancelled')) AS open",
-            &[&run.created_by, &run.at],
+            &[&creator, &at],
         )
         .await?;
     let recent: i64 = row.get("recent");
@@ -272,12 +273,12 @@ async fn over_limit<C: GenericClient + Sync>(
     if recent >= i64::from(limits.per_minute) {
         let oldest: Option<DateTime<Utc>> = row.get("oldest");
         let wait = oldest
-            .map(|at| (at + chrono::Duration::minutes(1) - run.at).num_milliseconds())
+            .map(|oldest| (oldest + chrono::Duration::minutes(1) - at).num_milliseconds())
             .unwrap_or(60_000);
         return Ok(Some(Created::Limited {
             message: format!(
                 "the token `{}` created {recent} runs in the last minute; the limit is {} (AGENT_RATE_LIMIT_RUNS_PER_MIN)",
-                run.created_by, limits.per_minute
+                creator, limits.per_minute
             ),
             retry_after_secs: (wait.max(0) as u64).div_ceil(1000).max(1),
         }));
@@ -286,7 +287,7 @@ async fn over_limit<C: GenericClient + Sync>(
         return Ok(Some(Created::Limited {
             message: format!(
                 "the token `{}` has {open} unfinished runs; the limit is {} (AGENT_MAX_OPEN_RUNS_PER_TOKEN); cancel some or wait for them to finish",
-                run.created_by, limits.max_open
+                creator, limits.max_open
             ),
             retry_after_secs: OPEN_RUNS_RETRY_SECS,
         }));

@@ -8,6 +8,8 @@
 //! - `telemetry`: the tracing subscriber and the metrics served at `/metrics`.
 //! - `auth`: roles, identities, tokens and sessions (their hashes in
 //!   PostgreSQL), and the first admin token.
+//! - `domain`: the data every layer shares (agent names, journal entries,
+//!   statuses, summaries, usage, trace references); imports nothing of ours.
 //! - `db`: the pool, the migrations, and the embedded PostgreSQL cluster.
 //! - `jcs`: canonical JSON (RFC 8785) and the `args_sha256` of approvals.
 //! - `journal`: the only SQL for runs and their journal entries; appends are
@@ -32,6 +34,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod jcs;
 pub mod journal;
 pub mod llm;

@@ -127,7 +127,7 @@ impl Feed {
     }
 
     /// Publishes committed entries, in order.
-    pub fn publish_events(&self, run_id: Uuid, events: &[crate::run::event::Event]) {
+    pub fn publish_events(&self, run_id: Uuid, events: &[crate::domain::Event]) {
         for event in events {
             let _ = self.sender.send(FeedItem::Event {
                 run_id,
@@ -146,7 +146,7 @@ impl Feed {
 }
 
 /// `{"type": "event", "run_id", "event"}` (contract section 5).
-pub fn event_frame(run_id: Uuid, event: &crate::run::event::Event) -> String {
+pub fn event_frame(run_id: Uuid, event: &crate::domain::Event) -> String {
     serde_json::json!({"type": "event", "run_id": run_id, "event": event}).to_string()
 }
 

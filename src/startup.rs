@@ -17,6 +17,7 @@ use crate::db::{self, embedded::EmbeddedPostgres};
 use crate::realtime::{DeltaHub, Feed};
 use crate::run::RunRegistry;
 use crate::run::actor::RunDeps;
+use crate::run::observer::Observer;
 use crate::telemetry::metrics::Metrics;
 use crate::tools::loki::LokiClient;
 use crate::tools::sandbox::Sandbox;
@@ -138,8 +139,10 @@ impl Application {
             },
             max_iterations: settings.max_iterations,
             deltas: DeltaHub::new(),
-            feed: Feed::new(),
-            metrics: metrics.clone(),
+            observer: Observer {
+                feed: Feed::new(),
+                metrics: metrics.clone(),
+            },
             models: Arc::new(models),
         });
         let registry = RunRegistry::new(deps, run_arbiters());

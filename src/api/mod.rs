@@ -146,7 +146,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.registry.deps().metrics.render())
+        .body(state.registry.deps().observer.metrics.render())
 }
 
 /// `GET /healthz`

@@ -12,9 +12,10 @@ use super::openapi::{Decided, ErrorBody, EventPage, RunPage};
 use super::{ApiError, AppState, read_json};
 use crate::agents::AgentName;
 use crate::config::MAX_APPROVAL_TIMEOUT_SECS;
-use crate::journal::{self, Created, NewRun, RunLimits, RunRecord};
+use crate::domain::RunStatus;
+use crate::journal::{self, Created, RunLimits, RunRecord};
 use crate::run::actor::{Steer, SteerError};
-use crate::run::state::{self, Env, Input, RunStatus};
+use crate::run::state::{self, Env, Input, Start};
 use crate::telemetry::trace::TraceRef;
 use crate::tools;
 
@@ -163,31 +164,29 @@ pub async fn create(
     };
     let idempotency_key = idempotency_key(&req, body.idempotency_key)?;
 
-    let new_run = NewRun {
-        id: Uuid::new_v4(),
+    let start = Start {
+        run_id: Uuid::new_v4(),
         agent,
         task: body.task,
         approval_timeout_secs,
-        idempotency_key,
-        at: journal::now(),
         trace: TraceRef::new(
             req.headers()
                 .get("traceparent")
                 .and_then(|v| v.to_str().ok()),
         ),
         created_by: caller.name.clone(),
-        limits: Some(RunLimits {
-            per_minute: app.settings.access.runs_per_minute,
-            max_open: app.settings.access.max_open_runs,
-        }),
     };
-    let run = match journal::create_run(&app.pool, &new_run).await? {
-        Created::New(run) => {
-            app.registry.deps().feed.publish_run(&run);
-            app.registry.start(run.id);
-            tracing::info!(run_id = %run.id, agent = %run.agent, created_by = %run.created_by, "run created");
-            return Ok(HttpResponse::Created().json(run));
-        }
+    let (task, agent) = (start.task.clone(), start.agent);
+    let limits = RunLimits {
+        per_minute: app.settings.access.runs_per_minute,
+        max_open: app.settings.access.max_open_runs,
+    };
+    let run = match app
+        .registry
+        .create(start, idempotency_key, Some(limits))
+        .await?
+    {
+        Created::New(run) => return Ok(HttpResponse::Created().json(run)),
         Created::Existing(run) => run,
         Created::Limited {
             message,
@@ -199,7 +198,7 @@ pub async fn create(
             });
         }
     };
-    if run.task != new_run.task || run.agent != new_run.agent {
+    if run.task != task || run.agent != agent {
         return Err(ApiError::Conflict(
             "this idempotency key was already used for a run with a different task or agent".into(),
         ));

@@ -72,7 +72,7 @@ pub async fn connect(
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
     let deps = app.registry.deps();
-    let feed = receiver_stream(deps.feed.subscribe());
+    let feed = receiver_stream(deps.observer.feed.subscribe());
     let deltas = receiver_stream(deps.deltas.subscribe());
     let pool = app.pool.clone();
     let stopping = app.stopping.clone();

@@ -29,12 +29,12 @@ use uuid::Uuid;
 
 use crate::agents::AgentName;
 use crate::config::Settings;
+use crate::domain::{Event, EventBody};
+use crate::domain::{RunStatus, RunSummary};
 use crate::journal::{self, NewRun};
 use crate::llm::{self, Message, ModelAnswer, ModelClient, ModelRequest, RequestedCall, Usage};
 use crate::run::RunRegistry;
 use crate::run::actor::RunDeps;
-use crate::run::event::{Event, EventBody};
-use crate::run::state::{RunStatus, RunSummary};
 use crate::startup::open_database;
 use crate::tools::{ToolContext, Workspace};
 
@@ -238,8 +238,10 @@ pub async fn run(
             tools: context.clone(),
             max_iterations: steps + 10,
             deltas: crate::realtime::DeltaHub::new(),
-            feed: crate::realtime::Feed::new(),
-            metrics: crate::telemetry::metrics::Metrics::with_export(export),
+            observer: crate::run::observer::Observer {
+                feed: crate::realtime::Feed::new(),
+                metrics: crate::telemetry::metrics::Metrics::with_export(export),
+            },
             models: Arc::new(HashMap::from([(AgentName::Coding, "instant".to_string())])),
         });
         RunRegistry::new(deps, arbiters.clone())
@@ -358,15 +360,19 @@ async fn start_runs(registry: &RunRegistry, count: usize) -> anyhow::Result<Vec<
 
 /// A run of the coding agent, journaled but not started.
 pub(crate) async fn create_run(pool: &deadpool_postgres::Pool) -> anyhow::Result<Uuid> {
-    let run = NewRun {
-        id: Uuid::new_v4(),
+    let id = Uuid::new_v4();
+    let start = crate::run::state::Start {
+        run_id: id,
         agent: AgentName::Coding,
         task: "bench".into(),
         approval_timeout_secs: 60,
-        idempotency_key: None,
-        at: journal::now(),
         trace: crate::telemetry::trace::TraceRef::new(None),
         created_by: "bench".into(),
+    };
+    let run = NewRun {
+        id,
+        started: crate::run::state::started_entry(start, journal::now()),
+        idempotency_key: None,
         limits: None,
     };
     journal::create_run(pool, &run).await?;

@@ -15,9 +15,9 @@ use uuid::Uuid;
 use crate::agents::AgentName;
 use crate::api::{self, AppState};
 use crate::config::Settings;
+use crate::domain::{Event, EventBody};
 use crate::journal;
 use crate::run::RunRegistry;
-use crate::run::event::{Event, EventBody};
 
 /// Entries committed per measurement.
 const SAMPLES: i64 = 100;
@@ -80,7 +80,7 @@ async fn measure(
         .await
         .map_err(|_| anyhow::anyhow!("the WebSocket clients failed to connect"))?;
 
-    let feed = &registry.deps().feed;
+    let feed = &registry.deps().observer.feed;
     let mut committed = Vec::with_capacity(SAMPLES as usize);
     for seq in 2..SAMPLES + 2 {
         let event = Event {

@@ -22,8 +22,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{Error, append, append_on};
-use crate::run::event::Event;
-use crate::run::state::RunSummary;
+use crate::domain::Event;
+use crate::domain::RunSummary;
 
 /// Appends in one transaction at the most; more wait for the next one.
 const MAX_BATCH: usize = 64;
@@ -97,6 +97,13 @@ impl Writer {
             appends: self.counts.appends.load(Ordering::Relaxed),
             transactions: self.counts.transactions.load(Ordering::Relaxed),
         }
+    }
+
+    /// Creates a run (its summary row and `RUN_STARTED`), under the
+    /// creator's limits: a transaction of its own, as it reads before it
+    /// writes.
+    pub async fn create(&self, run: &super::NewRun) -> Result<super::Created, Error> {
+        super::create_run(&self.pool, run).await
     }
 
     /// `journal::append`, committed with whatever other runs append at the

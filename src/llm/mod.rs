@@ -20,39 +20,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::agents::AgentName;
 use crate::config::{LlmProvider, LlmSettings, Secret};
+pub use crate::domain::{ToolCall, Usage};
 use crate::tools::ToolSpec;
 
 /// Every model request gives up after this long, so a hung provider cannot
 /// stall a run forever; generous because long answers take minutes.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// A tool call the model asked for, as journaled in `AGENT_THOUGHT`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    /// The provider's own id, or one the server made up when it gave none.
-    pub call_id: String,
-    pub tool: String,
-    pub args: serde_json::Value,
-}
-
-/// Token counts as the provider reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-}
-
-impl Usage {
-    pub fn add(&mut self, other: Usage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-    }
-}
 
 /// One turn of an agent's conversation, rebuilt from the journal.
 #[derive(Debug, Clone, PartialEq)]

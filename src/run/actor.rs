@@ -22,15 +22,14 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::registry::RunRegistry;
-use super::state::{
-    self, Effect, Env, Input, PendingApproval, Refusal, RunState, RunStatus, RunSummary,
-};
+use super::observer::{Committed, Observer};
+use super::state::{self, Effect, Env, Input, Refusal, RunState};
 use crate::agents::AgentName;
+use crate::domain::RunSummary;
 use crate::journal;
 use crate::llm::{ModelClient, ModelRequest};
-use crate::realtime::{DeltaHub, Feed};
-use crate::telemetry::metrics::{Metrics, ModelCall};
+use crate::realtime::DeltaHub;
+use crate::telemetry::metrics::ModelCall;
 use crate::telemetry::trace;
 use crate::tools::{self, ToolContext};
 use opentelemetry::KeyValue;
@@ -47,11 +46,24 @@ pub struct RunDeps {
     pub max_iterations: u32,
     /// Where streamed model text is published for watchers.
     pub deltas: DeltaHub,
-    /// Where committed entries and summaries are published for watchers.
-    pub feed: Feed,
-    pub metrics: Metrics,
+    /// What follows every commit: the live feed, metrics, spans.
+    pub observer: Observer,
     /// The model each agent uses, read once from the client.
     pub models: Arc<HashMap<AgentName, String>>,
+}
+
+impl RunDeps {
+    /// What a step needs besides its input: the time, a fresh id, jitter.
+    pub fn env(&self) -> Env {
+        let random = Uuid::new_v4();
+        Env {
+            now: journal::now(),
+            fresh_id: Uuid::new_v4(),
+            jitter: random.as_u64_pair().0 as f64 / (u64::MAX as f64 + 1.0),
+            max_iterations: self.max_iterations,
+            models: self.models.clone(),
+        }
+    }
 }
 
 /// The longest pause before a failed actor reloads its journal.
@@ -82,10 +94,17 @@ pub struct Steer {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// Tells the registry that a run is over, so it drops the actor's address
+/// (a closure, so the actor needs nothing of the registry).
+pub type Release = Arc<dyn Fn(Uuid) + Send + Sync>;
+
 pub struct RunActor {
     run_id: Uuid,
     deps: Arc<RunDeps>,
-    registry: RunRegistry,
+    release: Release,
+    /// The state a new run starts with, used instead of loading the
+    /// journal on the first start.
+    initial: Option<RunState>,
     /// `None` while the journal loads.
     state: Option<RunState>,
     /// The summary as last committed, to write it only when it changes.
@@ -101,11 +120,13 @@ pub struct RunActor {
 }
 
 impl RunActor {
-    pub fn new(run_id: Uuid, deps: Arc<RunDeps>, registry: RunRegistry) -> RunActor {
+    /// The actor of an existing run, which loads its journal when started.
+    pub fn new(run_id: Uuid, deps: Arc<RunDeps>, release: Release) -> RunActor {
         RunActor {
             run_id,
             deps,
-            registry,
+            release,
+            initial: None,
             state: None,
             summary: None,
             in_flight: None,
@@ -114,6 +135,14 @@ impl RunActor {
             shutting_down: false,
             span: tracing::info_span!("run", run_id = %run_id, trace_id = tracing::field::Empty),
         }
+    }
+
+    /// The actor of a run just created with `state` (its `RUN_STARTED`
+    /// committed), which goes on from there without reading the journal.
+    pub fn new_run(state: RunState, deps: Arc<RunDeps>, release: Release) -> RunActor {
+        let mut actor = RunActor::new(state.run_id, deps, release);
+        actor.initial = Some(state);
+        actor
     }
 
     fn load(&mut self, ctx: &mut Context<Self>) {
@@ -127,7 +156,7 @@ impl RunActor {
             };
             match state::fold(run_id, &events) {
                 Some(state) => {
-                    act.deps.metrics.set_status(run_id, state.status());
+                    act.deps.observer.metrics.set_status(run_id, state.status());
                     act.span.record("trace_id", state.trace.trace_id.as_str());
                     if state.last_seq > 1 && !state.is_terminal() {
                         // Work picked up again (after a restart, or a
@@ -157,7 +186,7 @@ impl RunActor {
                 }
                 None => {
                     tracing::error!(parent: &act.span, "run has no RUN_STARTED entry; leaving it alone");
-                    act.registry.remove(run_id);
+                    (act.release)(run_id);
                 }
             }
         }));
@@ -169,17 +198,6 @@ impl RunActor {
         ctx.stop();
     }
 
-    fn env(&self) -> Env {
-        let random = Uuid::new_v4();
-        Env {
-            now: journal::now(),
-            fresh_id: Uuid::new_v4(),
-            jitter: random.as_u64_pair().0 as f64 / (u64::MAX as f64 + 1.0),
-            max_iterations: self.deps.max_iterations,
-            models: self.deps.models.clone(),
-        }
-    }
-
     /// Steps the state machine with `input`, commits what it decided, then
     /// performs the effect. `reply` hears whether the commit went through.
     fn drive(
@@ -188,7 +206,7 @@ impl RunActor {
         ctx: &mut Context<Self>,
         reply: Option<oneshot::Sender<Result<(), SteerError>>>,
     ) -> Result<(), SteerError> {
-        let env = self.env();
+        let env = self.deps.env();
         let Some(state) = self.state.as_mut() else {
             return Err(SteerError::Unavailable);
         };
@@ -231,13 +249,23 @@ impl RunActor {
         ctx.wait(commit.into_actor(self).map(
             move |(committed, elapsed), act, ctx| match committed {
                 Ok((summary, events)) => {
-                    let metrics = &act.deps.metrics;
-                    metrics.record_journal_append(elapsed);
-                    metrics.record_committed(&events, pending_before.as_ref());
-                    metrics.set_status(act.run_id, summary.status);
-                    act.emit_spans(&events, pending_before.as_ref(), agent_call.as_deref());
-                    // Committed: now, and only now, watchers see it.
-                    act.publish(&events, summary, changed);
+                    // Committed: now, and only now, anything follows.
+                    if let Some(state) = &act.state {
+                        act.deps.observer.committed(
+                            &Committed {
+                                run_id: act.run_id,
+                                state,
+                                events: &events,
+                                summary: &summary,
+                                summary_changed: changed,
+                                pending_before: pending_before.as_ref(),
+                                agent_call: agent_call.as_deref(),
+                                elapsed,
+                            },
+                            &act.span,
+                        );
+                    }
+                    act.summary = Some(summary);
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(()));
                     }
@@ -260,118 +288,6 @@ impl RunActor {
             let parent = state.trace.agent_context(state.current_agent_call());
             let _ = span.set_parent(parent);
         }
-    }
-
-    /// Emits the spans that end with these committed entries: an approval's
-    /// wait, a delegated agent's activation, the run's root.
-    fn emit_spans(
-        &self,
-        events: &[crate::run::event::Event],
-        pending_before: Option<&PendingApproval>,
-        agent_call: Option<&str>,
-    ) {
-        use crate::run::event::EventBody;
-        let Some(state) = &self.state else { return };
-        let run_id = self.run_id;
-        for event in events {
-            match &event.body {
-                EventBody::RunResumed {
-                    decision,
-                    decided_by,
-                    ..
-                } => {
-                    if let Some(pending) = pending_before {
-                        let wait =
-                            (event.at - pending.requested_at).num_milliseconds() as f64 / 1000.0;
-                        trace::emit(trace::FinishedSpan {
-                            name: "hitl.wait_for_approval".into(),
-                            trace_id: None,
-                            span_id: None,
-                            parent: state.trace.agent_context(agent_call),
-                            start: pending.requested_at,
-                            end: event.at,
-                            attributes: vec![
-                                KeyValue::new("run.id", run_id.to_string()),
-                                KeyValue::new("gen_ai.conversation.id", run_id.to_string()),
-                                KeyValue::new("gen_ai.agent.name", pending.agent.as_str()),
-                                KeyValue::new("gen_ai.tool.name", pending.tool.clone()),
-                                KeyValue::new("gen_ai.tool.call.id", pending.call_id.clone()),
-                                KeyValue::new("hitl.approval_id", pending.approval_id.to_string()),
-                                KeyValue::new(
-                                    "hitl.decision",
-                                    format!("{decision:?}").to_lowercase(),
-                                ),
-                                KeyValue::new("hitl.decided_by", decided_by.clone()),
-                                KeyValue::new("hitl.wait_seconds", wait),
-                            ],
-                            error: None,
-                        });
-                    }
-                }
-                EventBody::AgentFinished { agent, .. } => {
-                    if let Some(call) = event.key.strip_prefix("agent-finished:")
-                        && let Some(start) = state.agent_started_at(call)
-                    {
-                        trace::emit_agent(
-                            &state.trace,
-                            run_id,
-                            *agent,
-                            Some(call),
-                            start,
-                            event.at,
-                            None,
-                        );
-                    }
-                }
-                EventBody::RunCompleted { .. }
-                | EventBody::RunFailed { .. }
-                | EventBody::RunCancelled { .. } => {
-                    let error = match &event.body {
-                        EventBody::RunFailed { error } => Some(error.code.as_str()),
-                        EventBody::RunCancelled { .. } => Some("cancelled"),
-                        _ => None,
-                    };
-                    trace::emit_agent(
-                        &state.trace,
-                        run_id,
-                        state.top_agent,
-                        None,
-                        state.created_at,
-                        event.at,
-                        error,
-                    );
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Publishes committed entries, and the summary when it changed.
-    fn publish(&mut self, events: &[crate::run::event::Event], summary: RunSummary, changed: bool) {
-        let feed = &self.deps.feed;
-        feed.publish_events(self.run_id, events);
-        if changed && let (Some(state), Some(last)) = (&self.state, events.last()) {
-            feed.publish_run(&journal::RunRecord::from_state(
-                state,
-                summary.clone(),
-                last.at,
-            ));
-        }
-        if changed {
-            match summary.status {
-                status if status.is_terminal() => {
-                    tracing::info!(parent: &self.span, status = status.as_str(), "run finished")
-                }
-                RunStatus::WaitingApproval => {
-                    if let Some(p) = &summary.pending_approval {
-                        tracing::info!(parent: &self.span, tool = %p.tool, approval_id = %p.approval_id,
-                            "waiting for approval");
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.summary = Some(summary);
     }
 
     /// Drives an input that came from the run's own work; a refusal only
@@ -450,7 +366,7 @@ impl RunActor {
                         }
                     }
                     let failure = answer.as_ref().err().map(error_type).unwrap_or_default();
-                    act.deps.metrics.record_model_call(ModelCall {
+                    act.deps.observer.metrics.record_model_call(ModelCall {
                         agent,
                         model: &model,
                         provider: act.deps.model.provider(),
@@ -471,6 +387,7 @@ impl RunActor {
                 }));
                 self.in_flight = Some(handle);
             }
+            Effect::Continue => self.drive_quietly(Input::Wake, ctx),
             Effect::RetryModelAfter(delay) => {
                 self.set_timer(ctx, delay, Input::Wake);
             }
@@ -522,7 +439,7 @@ impl RunActor {
                 self.cancel_work(ctx);
                 // Without the registry's address, the actor stops by itself
                 // once the last request holding an address is answered.
-                self.registry.remove(self.run_id);
+                (self.release)(self.run_id);
             }
         }
     }
@@ -553,7 +470,17 @@ impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.restarts == 0 {
+        if let Some(state) = self.initial.take() {
+            // A new run: its first entry is committed and its state known.
+            self.deps
+                .observer
+                .metrics
+                .set_status(self.run_id, state.status());
+            self.span.record("trace_id", state.trace.trace_id.as_str());
+            self.summary = Some(state.summary());
+            self.state = Some(state);
+            self.perform(Effect::Continue, ctx);
+        } else if self.restarts == 0 {
             self.load(ctx);
         } else {
             let delay =

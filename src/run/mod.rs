@@ -1,9 +1,9 @@
-//! Runs: the journal entries (`event`), the pure state machine (`state`), the
+//! Runs: the pure state machine (`state`, over the entries of `domain`), the
 //! actor that performs its effects (`actor`), and the registry that starts,
 //! finds and supervises one actor per open run (`registry`).
 
 pub mod actor;
-pub mod event;
+pub mod observer;
 pub mod registry;
 pub mod state;
 

@@ -13,13 +13,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
-use super::event::{Decision, Event, EventBody, RunError};
-use crate::agents::AgentName;
-use crate::llm::{self, Message, ModelAnswer, ToolCall, Usage};
-use crate::telemetry::trace::TraceRef;
+use crate::domain::{
+    AgentName, ApprovalKind, Decision, Event, EventBody, PendingApproval, RunError, RunStatus,
+    RunSummary, ToolCall, TraceRef, Usage,
+};
+use crate::llm::{self, Message, ModelAnswer};
 use crate::tools::{self, ToolOutcome};
 
 /// Attempts of one model call before the run fails (retryable errors only).
@@ -30,92 +30,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Feedback recorded when nobody decided in time (contract section 2).
 pub const EXPIRED_FEEDBACK: &str = "approval timed out";
-
-/// A run's status, as in the HTTP API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Pending,
-    Running,
-    WaitingApproval,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl RunStatus {
-    pub const ALL: [RunStatus; 6] = [
-        RunStatus::Pending,
-        RunStatus::Running,
-        RunStatus::WaitingApproval,
-        RunStatus::Completed,
-        RunStatus::Failed,
-        RunStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "pending",
-            RunStatus::Running => "running",
-            RunStatus::WaitingApproval => "waiting_approval",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RunStatus> {
-        RunStatus::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
-        )
-    }
-}
-
-/// What an approval is about.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalKind {
-    /// A dangerous tool call.
-    #[default]
-    Tool,
-}
-
-/// The approval a run waits for, as shown in the run JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct PendingApproval {
-    pub approval_id: Uuid,
-    #[serde(default)]
-    pub kind: ApprovalKind,
-    pub call_id: String,
-    pub agent: AgentName,
-    pub tool: String,
-    #[schema(value_type = Object)]
-    pub args: serde_json::Value,
-    /// `jcs::sha256_hex(args)`, which a decision may name to prove what the
-    /// human saw (empty in summaries from before it was kept).
-    #[serde(default)]
-    pub args_sha256: String,
-    pub requested_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// What the summary row in `runs` says; derived from the state, never stored
-/// apart from it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunSummary {
-    pub status: RunStatus,
-    pub pending_approval: Option<PendingApproval>,
-    pub usage: BTreeMap<String, Usage>,
-    pub result: Option<String>,
-    pub error: Option<RunError>,
-}
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -292,6 +206,8 @@ pub enum Effect {
         approval_id: Uuid,
         expires_at: DateTime<Utc>,
     },
+    /// Step again at once with `Input::Wake` (after `start`).
+    Continue,
     /// The run is over.
     Finished,
 }
@@ -301,6 +217,54 @@ pub enum Effect {
 pub struct Transition {
     pub events: Vec<Event>,
     pub effect: Effect,
+}
+
+/// What a new run is made of.
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub run_id: Uuid,
+    pub agent: AgentName,
+    pub task: String,
+    pub approval_timeout_secs: u64,
+    pub trace: TraceRef,
+    /// The name of the token creating it.
+    pub created_by: String,
+}
+
+/// A run's first transition: its `RUN_STARTED` entry, and then stepping on
+/// at once. The state is the one `fold` gives from that entry.
+pub fn start(start: Start, env: &Env) -> (RunState, Transition) {
+    let run_id = start.run_id;
+    let event = started_entry(start, env.now);
+    let state = match RunState::start(run_id, &event) {
+        Some(state) => state,
+        // `RunState::start` accepts every `RUN_STARTED` entry.
+        None => unreachable!("a RUN_STARTED entry starts a run"),
+    };
+    (
+        state,
+        Transition {
+            events: vec![event],
+            effect: Effect::Continue,
+        },
+    )
+}
+
+/// The `RUN_STARTED` entry of a run made at `at`.
+pub fn started_entry(start: Start, at: DateTime<Utc>) -> Event {
+    Event {
+        seq: 1,
+        agent: Some(start.agent),
+        at,
+        key: "run-started".into(),
+        body: EventBody::RunStarted {
+            task: start.task,
+            agent: start.agent,
+            approval_timeout_secs: start.approval_timeout_secs,
+            trace: Some(start.trace),
+            created_by: start.created_by,
+        },
+    }
 }
 
 /// Rebuilds a run's state from its whole journal.

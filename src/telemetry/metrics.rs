@@ -21,8 +21,8 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use uuid::Uuid;
 
 use crate::agents::AgentName;
-use crate::run::event::{Decision, Event, EventBody};
-use crate::run::state::{PendingApproval, RunStatus};
+use crate::domain::{Decision, Event, EventBody};
+use crate::domain::{PendingApproval, RunStatus};
 
 /// Journal writes take a fraction of a millisecond to a few milliseconds.
 const JOURNAL_BUCKETS: [f64; 12] = [

@@ -18,30 +18,12 @@ use opentelemetry::trace::{
     Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use crate::domain::TraceRef;
 
 /// The `tracing` target of every span meant for export.
 pub const TARGET: &str = "agent_server::trace";
-
-/// A run's place in a trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TraceRef {
-    /// 32 hex digits.
-    pub trace_id: String,
-    /// The run's root span: 16 hex digits.
-    pub span_id: String,
-    /// The caller's span, when the run was created inside a trace.
-    pub parent_span_id: Option<String>,
-    /// Whether the trace is recorded; runs journaled before this field
-    /// existed were.
-    #[serde(default = "sampled_by_default")]
-    pub sampled: bool,
-}
-
-fn sampled_by_default() -> bool {
-    true
-}
 
 /// The sampler `OTEL_TRACES_SAMPLER` (and `_ARG`) name, read once; the
 /// SDK's own default configuration reads the same variables.

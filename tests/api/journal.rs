@@ -4,9 +4,9 @@
 
 use agent_server::agents::AgentName;
 use agent_server::db;
+use agent_server::domain::{Event, EventBody};
+use agent_server::domain::{RunStatus, RunSummary};
 use agent_server::journal::{self, Error, NewRun};
-use agent_server::run::event::{Event, EventBody};
-use agent_server::run::state::{RunStatus, RunSummary};
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -33,15 +33,19 @@ fn entry(seq: i64, key: &str) -> Event {
 }
 
 async fn new_run(pool: &deadpool_postgres::Pool) -> Uuid {
-    let run = NewRun {
-        id: Uuid::new_v4(),
+    let id = Uuid::new_v4();
+    let start = agent_server::run::state::Start {
+        run_id: id,
         agent: AgentName::Coding,
         task: "t".into(),
         approval_timeout_secs: 60,
-        idempotency_key: None,
-        at: Utc::now(),
         trace: agent_server::telemetry::trace::TraceRef::new(None),
         created_by: "test".into(),
+    };
+    let run = NewRun {
+        id,
+        started: agent_server::run::state::started_entry(start, agent_server::journal::now()),
+        idempotency_key: None,
         limits: None,
     };
     journal::create_run(pool, &run).await.unwrap();

@@ -2,7 +2,7 @@
 //! writer got there first) stops, is restarted from its journal, continues
 //! from what the journal says, and no other run notices.
 
-use agent_server::run::event::EventBody;
+use agent_server::domain::EventBody;
 use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
@@ -40,7 +40,7 @@ async fn a_failed_actor_restarts_from_its_journal_and_touches_no_other_run() {
     let last_seq = api.run(&id).await["last_seq"].as_i64().unwrap();
     let (type_name, payload) = EventBody::RunResumed {
         approval_id,
-        decision: agent_server::run::event::Decision::Approved,
+        decision: agent_server::domain::Decision::Approved,
         feedback: None,
         decided_by: "someone else".into(),
         edited_args: None,

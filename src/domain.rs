@@ -1,18 +1,119 @@
-//! Journal entries (contract section 4): what each one says, as plain data.
+//! The data every layer shares, and nothing else: agent names, journal
+//! entries (contract section 4), run statuses, summaries and pending
+//! approvals, token usage, tool calls, a run's trace reference, and the
+//! names of authors that are not tokens. This module imports nothing of
+//! ours, so every arrow between modules points down to it; what the types
+//! can do beyond being data lives with the modules that do it (`impl
+//! AgentName` for tools and prompts in `agents`, `impl TraceRef` for spans
+//! in `telemetry::trace`, folding in `run::state`).
 //!
-//! An entry's life: the state machine (`run::state`) creates it as a `Event`
-//! with the next `seq` and a deterministic `key`, the actor appends it with
-//! `journal::append` in one transaction with the rest of its transition, and
-//! only after the commit does anything act on it or see it. Loading a run
-//! folds the same entries back through `RunState::apply`.
+//! An entry's life: the state machine (`run::state`) creates it as an
+//! `Event` with the next `seq` and a deterministic `key`, the run's writer
+//! appends it in one transaction with the rest of its transition, and only
+//! after the commit does anything act on it or see it. Loading a run folds
+//! the same entries back through `RunState::apply`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::agents::AgentName;
-use crate::llm::{ToolCall, Usage};
-use crate::telemetry::trace::TraceRef;
+/// The author of what a request did under `AGENT_SERVER_AUTH=none`, and of
+/// runs journaled before runs had authors.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// The author of what the server does on its own (an approval that expired).
+pub const SYSTEM: &str = "system";
+
+/// One agent of the network, as named in the API and in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentName {
+    Orchestrator,
+    Coding,
+    LogAnalyzer,
+}
+
+impl AgentName {
+    /// Every agent, in the order the docs list them.
+    pub const ALL: [AgentName; 3] = [
+        AgentName::Orchestrator,
+        AgentName::Coding,
+        AgentName::LogAnalyzer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentName::Orchestrator => "orchestrator",
+            AgentName::Coding => "coding",
+            AgentName::LogAnalyzer => "log-analyzer",
+        }
+    }
+}
+
+impl fmt::Display for AgentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AgentName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AgentName::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown agent `{s}`; expected orchestrator, coding or log-analyzer")
+            })
+    }
+}
+
+/// A tool call the model asked for, as journaled in `AGENT_THOUGHT`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The provider's own id, or one the server made up when it gave none.
+    pub call_id: String,
+    pub tool: String,
+    pub args: serde_json::Value,
+}
+
+/// Token counts as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+    }
+}
+
+/// A run's place in a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRef {
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// The run's root span: 16 hex digits.
+    pub span_id: String,
+    /// The caller's span, when the run was created inside a trace.
+    pub parent_span_id: Option<String>,
+    /// Whether the trace is recorded; runs journaled before this field
+    /// existed were.
+    #[serde(default = "sampled_by_default")]
+    pub sampled: bool,
+}
+
+fn sampled_by_default() -> bool {
+    true
+}
 
 /// One journal entry as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,7 +238,7 @@ pub enum EventBody {
 
 /// The author of entries written before runs had authors.
 fn anonymous() -> String {
-    crate::auth::ANONYMOUS.to_string()
+    ANONYMOUS.to_string()
 }
 
 impl EventBody {
@@ -178,6 +279,90 @@ impl EventBody {
     pub fn from_columns(type_name: &str, payload: serde_json::Value) -> serde_json::Result<Self> {
         serde_json::from_value(serde_json::json!({"type": type_name, "payload": payload}))
     }
+}
+
+/// A run's status, as in the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Pending,
+    Running,
+    WaitingApproval,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::WaitingApproval,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::WaitingApproval => "waiting_approval",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+/// What an approval is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalKind {
+    /// A dangerous tool call.
+    #[default]
+    Tool,
+}
+
+/// The approval a run waits for, as shown in the run JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PendingApproval {
+    pub approval_id: Uuid,
+    #[serde(default)]
+    pub kind: ApprovalKind,
+    pub call_id: String,
+    pub agent: AgentName,
+    pub tool: String,
+    #[schema(value_type = Object)]
+    pub args: serde_json::Value,
+    /// `jcs::sha256_hex(args)`, which a decision may name to prove what the
+    /// human saw (empty in summaries from before it was kept).
+    #[serde(default)]
+    pub args_sha256: String,
+    pub requested_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What the summary row in `runs` says; derived from the state, never stored
+/// apart from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub status: RunStatus,
+    pub pending_approval: Option<PendingApproval>,
+    pub usage: BTreeMap<String, Usage>,
+    pub result: Option<String>,
+    pub error: Option<RunError>,
 }
 
 #[cfg(test)]
