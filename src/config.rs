@@ -97,6 +97,13 @@ pub struct Settings {
     pub access: AccessSettings,
     /// How `shell` commands are confined (contract section 9).
     pub sandbox: SandboxSettings,
+    /// `AGENT_SERVER_INSTANCE_ID`: this process's name among the instances
+    /// sharing the database; unset, the host name and a random suffix kept
+    /// in the data dir (so a restarted process takes its runs back at once).
+    pub instance_id: Option<String>,
+    /// `AGENT_LEASE_SECS` (default 10): how long an instance's leases last
+    /// without renewal; its runs are taken over within twice that.
+    pub lease_secs: u64,
 }
 
 /// Whether requests must carry a credential.
@@ -355,7 +362,20 @@ impl Settings {
             )? as u32,
         };
 
+        let instance_id = get("AGENT_SERVER_INSTANCE_ID").map(|id| id.trim().to_string());
+        if let Some(id) = &instance_id
+            && !valid_instance_id(id)
+        {
+            return Err(invalid(
+                "AGENT_SERVER_INSTANCE_ID",
+                format!("`{id}` must be 1 to 128 characters of A-Z, a-z, 0-9, `.`, `_` and `-`"),
+            ));
+        }
+        let lease_secs = parse_number(&get, "AGENT_LEASE_SECS", 10, 1, 3600)?;
+
         Ok(Settings {
+            instance_id,
+            lease_secs,
             access,
             sandbox,
             addr,
@@ -371,6 +391,14 @@ impl Settings {
             grafana_url,
         })
     }
+}
+
+/// Whether `id` may name an instance: it shows in logs, metrics and URLs.
+pub fn valid_instance_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn access_settings(
@@ -537,6 +565,8 @@ mod tests {
             ("AGENT_SHELL_MEMORY_MB", "1"),
             ("AGENT_SANDBOX_UID", "0"),
             ("AGENT_SANDBOX_UID", "4294967295"),
+            ("AGENT_SERVER_INSTANCE_ID", "has space"),
+            ("AGENT_LEASE_SECS", "0"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");

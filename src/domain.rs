@@ -365,6 +365,58 @@ pub struct RunSummary {
     pub error: Option<RunError>,
 }
 
+/// Why an input was refused; nothing was journaled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    #[error("no approval with this id is waiting")]
+    NoPendingApproval,
+    #[error("this approval was already decided")]
+    AlreadyDecided,
+    #[error(
+        "the arguments waiting for approval are not the ones you saw (args_sha256 differs); reload and decide again"
+    )]
+    ArgsChanged,
+    #[error("the run has already finished")]
+    AlreadyFinished,
+    /// An answer to something the run no longer waits for; drop it.
+    #[error("the input is stale")]
+    Stale,
+}
+
+/// A human's command for a run (contract sections 3, 9, 11), sent to the
+/// run's inbox by whichever instance took the request and applied by the
+/// run's owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    Decide {
+        approval_id: Uuid,
+        approved: bool,
+        feedback: Option<String>,
+        decided_by: String,
+        args_sha256: Option<String>,
+        edited_args: Option<serde_json::Value>,
+    },
+    Cancel {
+        reason: Option<String>,
+        by: String,
+    },
+}
+
+/// What became of a command, as its run's owner recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// Journaled.
+    Done,
+    /// Refused by the run; nothing was journaled.
+    Refused { reason: Refusal },
+    /// Its sender gave up waiting before anyone handled it; it never took
+    /// effect.
+    Withdrawn,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

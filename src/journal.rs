@@ -12,7 +12,7 @@
 //! from the journal itself, so an entry that leaves the summary as it was
 //! costs one insert and nothing more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
@@ -33,6 +33,10 @@ pub enum Error {
     /// The writer's view of the run is out of date; it must reload.
     #[error("the journal of run {0} moved on without this writer")]
     Stale(Uuid),
+    /// The writer no longer holds the run: another instance claimed it (a
+    /// newer epoch). It must stop driving the run, and write nothing more.
+    #[error("run {0} is driven by another instance now")]
+    Fenced(Uuid),
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
     #[error("no database connection: {0}")]
@@ -114,6 +118,8 @@ pub struct NewRun {
     pub id: Uuid,
     /// Its `RUN_STARTED` entry, as `run::state::start` made it.
     pub started: Event,
+    /// The instance that will drive it (epoch 1).
+    pub owner: String,
     pub idempotency_key: Option<String>,
     /// The creator's limits; `None` creates unconditionally.
     pub limits: Option<RunLimits>,
@@ -179,8 +185,8 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<Created, Error> {
         .prepare_cached(
             "WITH r AS (
                 INSERT INTO runs (id, status, agent, task, approval_timeout_secs, idempotency_key,
-                                  created_at, updated_at, trace_id, created_by)
-                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6, $8, $9)
+                                  created_at, updated_at, trace_id, created_by, owner, epoch)
+                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6, $8, $9, $11, 1)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING id
             ), e AS (
@@ -205,6 +211,7 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<Created, Error> {
                 &trace_id,
                 created_by,
                 &run.started.key,
+                &run.owner,
             ],
         )
         .await?
@@ -299,29 +306,108 @@ async fn over_limit<C: GenericClient + Sync>(
 /// know when one finishes, so a pace that does not hammer the server.
 const OPEN_RUNS_RETRY_SECS: u64 = 30;
 
-/// Appends `events` (numbered right after the writer's last `seq`) and, when
-/// it changed, the new summary: all or nothing.
-#[tracing::instrument(skip_all, fields(run_id = %run_id, entries = events.len()))]
-pub async fn append(
-    pool: &Pool,
-    run_id: Uuid,
-    events: &[Event],
-    summary: Option<&RunSummary>,
-) -> Result<(), Error> {
-    let client = pool.get().await?;
-    append_on(&client, run_id, events, summary).await
+/// One transition's entries and what is written with them.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub run_id: Uuid,
+    /// The writer's epoch: the write is refused, in the same statement,
+    /// unless it is the run's current one.
+    pub epoch: i64,
+    /// Numbered right after the writer's last `seq`.
+    pub events: Vec<Event>,
+    /// The new summary, when it changed.
+    pub summary: Option<RunSummary>,
+    /// Give the run back in the same statement: it parks (waits for a
+    /// human, or for its timer) and needs no driver meanwhile.
+    pub release: bool,
+    /// The inbox command this transition answers, marked handled in the
+    /// same transaction, so a command takes effect exactly once.
+    pub answer: Option<Answer>,
 }
 
-/// `append` on a connection or inside a transaction (a group commit).
-async fn append_on<C: GenericClient + Sync>(
-    client: &C,
+/// The outcome of an inbox command.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub inbox_id: i64,
+    pub outcome: serde_json::Value,
+}
+
+/// Commits `append`: all or nothing.
+#[tracing::instrument(skip_all, fields(run_id = %append.run_id, entries = append.events.len()))]
+pub async fn append(pool: &Pool, append: &Append) -> Result<(), Error> {
+    let mut client = pool.get().await?;
+    if append.answer.is_none() {
+        return append_on(&client, append).await;
+    }
+    let tx = client.transaction().await?;
+    append_on(&tx, append).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `append` on a connection or inside a transaction (a group commit); an
+/// answer needs a transaction around it.
+async fn append_on<C: GenericClient + Sync>(client: &C, append: &Append) -> Result<(), Error> {
+    if let Some(first) = append.events.first() {
+        append_entries(client, append, first.seq).await?;
+    }
+    if let Some(answer) = &append.answer {
+        client
+            .execute(
+                "UPDATE run_inbox SET handled_at = now(), outcome = $2
+                 WHERE id = $1 AND handled_at IS NULL",
+                &[&answer.inbox_id, &answer.outcome],
+            )
+            .await?;
+        notify_answered(client, answer.inbox_id).await?;
+    }
+    Ok(())
+}
+
+/// Tells the instances that a command was handled (the sender waits).
+async fn notify_answered<C: GenericClient + Sync>(client: &C, inbox_id: i64) -> Result<(), Error> {
+    client
+        .execute(
+            "SELECT pg_notify($1, $2)",
+            &[&crate::cluster::INBOX_DONE, &inbox_id.to_string()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Answers an inbox command that wrote nothing (a refusal), fenced like an
+/// append; `false` if the writer lost the run or the command was withdrawn.
+pub async fn answer_alone(
+    pool: &Pool,
     run_id: Uuid,
-    events: &[Event],
-    summary: Option<&RunSummary>,
+    epoch: i64,
+    answer: &Answer,
+) -> Result<bool, Error> {
+    let client = pool.get().await?;
+    let answered = client
+        .execute(
+            "UPDATE run_inbox SET handled_at = now(), outcome = $4
+             WHERE id = $3 AND handled_at IS NULL
+               AND EXISTS (SELECT 1 FROM runs WHERE id = $1 AND epoch = $2 FOR SHARE)",
+            &[&run_id, &epoch, &answer.inbox_id, &answer.outcome],
+        )
+        .await?
+        == 1;
+    if answered {
+        notify_answered(&client, answer.inbox_id).await?;
+    }
+    Ok(answered)
+}
+
+/// The entries (and summary) of `append`, in one statement fenced by the
+/// epoch: a stale writer inserts nothing and gets `Error::Fenced`.
+async fn append_entries<C: GenericClient + Sync>(
+    client: &C,
+    append: &Append,
+    first_seq: i64,
 ) -> Result<(), Error> {
-    let Some(first) = events.first() else {
-        return Ok(());
-    };
+    let run_id = append.run_id;
+    let events = &append.events;
     let mut seqs = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
     let mut agents = Vec::with_capacity(events.len());
@@ -340,15 +426,20 @@ async fn append_on<C: GenericClient + Sync>(
     }
     // One statement, so one round trip and one commit, and all or nothing: an
     // entry whose `seq` or `key` is taken fails the whole statement, summary
-    // update included, and the journal is left as it was.
-    let outcome = match summary {
+    // update included, and the journal is left as it was. The epoch check
+    // is in the same statement: a row lock on the run's summary, taken (or
+    // waited for) before anything is inserted, so a claim that bumped the
+    // epoch either committed first (and nothing is inserted) or waits for
+    // this commit.
+    let outcome = match &append.summary {
         // The most common commit on a run's critical path (`TOOL_STARTED`,
         // for one) is a plain single-row insert.
-        None if events.len() == 1 => {
+        None if events.len() == 1 && !append.release => {
             let statement = client
                 .prepare_cached(
                     "INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     SELECT $1, $2, $3, $4, $5, $6, $7
+                     WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND epoch = $8 FOR SHARE)",
                 )
                 .await?;
             client
@@ -362,28 +453,42 @@ async fn append_on<C: GenericClient + Sync>(
                         &ats[0],
                         &keys[0],
                         &payloads[0],
+                        &append.epoch,
                     ],
                 )
                 .await
         }
-        None => {
+        None if !append.release => {
             let statement = client
                 .prepare_cached(
                     "INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
                      SELECT $1, e.seq, e.type, e.agent, e.at, e.key, e.payload
                      FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
-                                 $6::text[], $7::jsonb[]) AS e(seq, type, agent, at, key, payload)",
+                                 $6::text[], $7::jsonb[]) AS e(seq, type, agent, at, key, payload)
+                     WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND epoch = $8 FOR SHARE)",
                 )
                 .await?;
             client
                 .execute(
                     &statement,
-                    &[&run_id, &seqs, &types, &agents, &ats, &keys, &payloads],
+                    &[
+                        &run_id,
+                        &seqs,
+                        &types,
+                        &agents,
+                        &ats,
+                        &keys,
+                        &payloads,
+                        &append.epoch,
+                    ],
                 )
                 .await
         }
-        Some(summary) => {
-            let (run, seq) = (run_id, first.seq);
+        summary => {
+            let (run, seq) = (run_id, first_seq);
+            let Some(summary) = summary else {
+                return Err(corrupt(run, seq, "giving a run back needs its summary"));
+            };
             let pending = summary
                 .pending_approval
                 .as_ref()
@@ -397,19 +502,28 @@ async fn append_on<C: GenericClient + Sync>(
                 .transpose()?;
             let result = summary.result.as_deref().map(storable_text);
             let updated_at = events.last().map(|e| e.at);
+            // The parked run's durable timer: when its approval expires.
+            let wake_at = summary
+                .pending_approval
+                .as_ref()
+                .filter(|_| summary.status == RunStatus::WaitingApproval)
+                .map(|p| p.expires_at);
             // A data-modifying CTE always runs, so the summary changes in the
-            // same statement as the entries.
+            // same statement as the entries; its row lock is the fence.
             let statement = client
                 .prepare_cached(
                     "WITH upd AS (
                         UPDATE runs SET status = $8, pending_approval = $9, usage = $10,
-                               result = $11, error = $12, updated_at = $13
-                        WHERE id = $1
+                               result = $11, error = $12, updated_at = $13, wake_at = $14,
+                               owner = CASE WHEN $15 THEN NULL ELSE owner END
+                        WHERE id = $1 AND epoch = $16
+                        RETURNING 1
                      )
                      INSERT INTO run_events (run_id, seq, type, agent, at, key, payload)
                      SELECT $1, e.seq, e.type, e.agent, e.at, e.key, e.payload
                      FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
-                                 $6::text[], $7::jsonb[]) AS e(seq, type, agent, at, key, payload)",
+                                 $6::text[], $7::jsonb[]) AS e(seq, type, agent, at, key, payload)
+                     WHERE EXISTS (SELECT 1 FROM upd)",
                 )
                 .await?;
             client
@@ -429,13 +543,17 @@ async fn append_on<C: GenericClient + Sync>(
                         &result,
                         &error,
                         &updated_at,
+                        &wake_at,
+                        &append.release,
+                        &append.epoch,
                     ],
                 )
                 .await
         }
     };
     match outcome {
-        Ok(_) => Ok(()),
+        Ok(inserted) if inserted as usize == events.len() => Ok(()),
+        Ok(_) => Err(Error::Fenced(run_id)),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
             Err(Error::Stale(run_id))
         }
@@ -516,6 +634,26 @@ pub async fn open_runs(pool: &Pool) -> Result<Vec<Uuid>, Error> {
         )
         .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// The open runs of the whole cluster by status (for the gauges).
+pub async fn open_run_counts(pool: &Pool) -> Result<HashMap<RunStatus, i64>, Error> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT status, count(*) FROM runs
+             WHERE status NOT IN ('completed', 'failed', 'cancelled') GROUP BY status",
+        )
+        .await?;
+    Ok(client
+        .query(&statement, &[])
+        .await?
+        .iter()
+        .filter_map(|row| {
+            let status: String = row.get(0);
+            RunStatus::parse(&status).map(|status| (status, row.get(1)))
+        })
+        .collect())
 }
 
 /// Answers when the database does.

@@ -3,6 +3,8 @@
 //!
 //! Layout:
 //! - `cli`: `agent-server token …`, straight on the database.
+//! - `cluster`: this instance among those sharing the database: its id,
+//!   heartbeat and leases, claims, the runs' inboxes, notifications.
 //! - `config`: settings from the environment, validated once at start.
 //! - `startup`: the one wiring point (database, actors, HTTP, recovery).
 //! - `telemetry`: the tracing subscriber and the metrics served at `/metrics`.
@@ -32,6 +34,7 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{App, web};
 use anyhow::Context;
@@ -12,6 +13,7 @@ use tracing_actix_web::TracingLogger;
 use crate::agents::AgentName;
 use crate::api::{self, AppState};
 use crate::auth::{self, Authenticator};
+use crate::cluster::{self, Cluster};
 use crate::config::{AuthMode, Settings};
 use crate::db::{self, embedded::EmbeddedPostgres};
 use crate::realtime::{DeltaHub, Feed};
@@ -30,6 +32,8 @@ pub const EMBEDDED_DATABASE: &str = "agent_server";
 /// A database to use, and the embedded cluster behind it, if any.
 pub struct Database {
     pub pool: deadpool_postgres::Pool,
+    /// How to connect, for the cluster's `LISTEN` connection.
+    pub config: tokio_postgres::Config,
     pub embedded: Option<EmbeddedPostgres>,
     /// For the start-up line; never contains a password.
     pub description: String,
@@ -61,10 +65,11 @@ pub async fn open_database(
             )
         }
     };
-    let pool = db::pool(config, db::POOL_SIZE)?;
+    let pool = db::pool(config.clone(), db::POOL_SIZE)?;
     db::migrate(&pool).await?;
     Ok(Database {
         pool,
+        config,
         embedded,
         description,
     })
@@ -128,7 +133,24 @@ impl Application {
             .into_iter()
             .map(|agent| (agent, model.model_for(agent)))
             .collect();
+        let instance_id = cluster::instance_id(settings.instance_id.as_deref(), &settings.data_dir)
+            .context("choosing this instance's id")?;
+        let cluster = Cluster::new(
+            instance_id.clone(),
+            Duration::from_secs(settings.lease_secs),
+            database.pool.clone(),
+        );
+        actix_rt::spawn(cluster::listener::run(
+            database.config.clone(),
+            cluster::CHANNELS,
+            cluster.notice_sender(),
+        ));
+        cluster
+            .register()
+            .await
+            .context("registering this instance")?;
         let deps = Arc::new(RunDeps {
+            cluster: cluster.clone(),
             journal: crate::journal::Writer::start(database.pool.clone()),
             pool: database.pool.clone(),
             model: model.clone(),
@@ -146,7 +168,9 @@ impl Application {
             models: Arc::new(models),
         });
         let registry = RunRegistry::new(deps, run_arbiters());
-        let recovered = registry.recover().await?;
+        let recovered = registry.recover().await;
+        let stopping = tokio_util::sync::CancellationToken::new();
+        actix_rt::spawn(registry.clone().maintain(stopping.clone()));
 
         let listener = TcpListener::bind(settings.addr)
             .with_context(|| format!("binding {}", settings.addr))?;
@@ -157,6 +181,8 @@ impl Application {
             llm_provider = model.provider(),
             llm_model = %settings.llm.model,
             workspace = %settings.workspace.display(),
+            instance = %instance_id,
+            lease_secs = settings.lease_secs,
             recovered_runs = recovered,
             "agent-server starting"
         );
@@ -181,7 +207,6 @@ impl Application {
             tracing::info!(file = %file.display(), "created the admin token");
         }
 
-        let stopping = tokio_util::sync::CancellationToken::new();
         let authenticator = Authenticator::new(database.pool.clone());
         actix_rt::spawn(authenticator.clone().flush_until(stopping.clone()));
         let state = web::Data::new(AppState {

@@ -5,8 +5,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
-use crate::run::actor::SteerError;
-use crate::run::state::Refusal;
+use crate::domain::Refusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -151,16 +150,16 @@ impl From<crate::auth::store::Error> for ApiError {
     }
 }
 
-impl From<SteerError> for ApiError {
-    fn from(error: SteerError) -> Self {
-        match error {
-            SteerError::Refused(Refusal::NoPendingApproval) => ApiError::NoPendingApproval,
-            SteerError::Refused(Refusal::AlreadyDecided) => ApiError::AlreadyDecided,
-            SteerError::Refused(Refusal::AlreadyFinished) => ApiError::AlreadyFinished,
-            SteerError::Refused(Refusal::ArgsChanged) => ApiError::Conflict(error.to_string()),
-            SteerError::Refused(Refusal::Stale) | SteerError::Unavailable => {
-                ApiError::Unavailable(error.to_string())
-            }
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NoPendingApproval => ApiError::NoPendingApproval,
+            Refusal::AlreadyDecided => ApiError::AlreadyDecided,
+            Refusal::AlreadyFinished => ApiError::AlreadyFinished,
+            Refusal::ArgsChanged => ApiError::Conflict(refusal.to_string()),
+            Refusal::Stale => ApiError::Unavailable(
+                "the run cannot take commands right now; retry shortly".into(),
+            ),
         }
     }
 }

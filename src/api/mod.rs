@@ -144,6 +144,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     responses((status = 200, description = "The metrics", content_type = "text/plain"))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // The cluster's open runs are counted now, so the gauges are current;
+    // without the database the last counts are shown.
+    let metrics = &state.registry.deps().observer.metrics;
+    if let Ok(counts) = crate::journal::open_run_counts(&state.pool).await {
+        metrics.set_open_runs(counts);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.registry.deps().observer.metrics.render())

@@ -13,8 +13,9 @@ use super::{ApiError, AppState, read_json};
 use crate::agents::AgentName;
 use crate::config::MAX_APPROVAL_TIMEOUT_SECS;
 use crate::domain::RunStatus;
+use crate::domain::{Command, CommandOutcome};
 use crate::journal::{self, Created, RunLimits, RunRecord};
-use crate::run::actor::{Steer, SteerError};
+use crate::run::registry::CommandError;
 use crate::run::state::{self, Env, Input, Start};
 use crate::telemetry::trace::TraceRef;
 use crate::tools;
@@ -465,7 +466,7 @@ pub async fn resume(
             })?;
         }
     }
-    let input = Input::Decide {
+    let command = Command::Decide {
         approval_id,
         approved,
         feedback: body.feedback.clone(),
@@ -473,7 +474,7 @@ pub async fn resume(
         args_sha256: body.args_sha256.clone(),
         edited_args: body.args.clone(),
     };
-    steer(&app, id, input).await?;
+    send(&app, id, command).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "run_id": id,
         "approval_id": approval_id,
@@ -511,10 +512,10 @@ pub async fn cancel(
             "`reason` is longer than {MAX_REASON_CHARS} characters"
         )));
     }
-    steer(
+    send(
         &app,
         id,
-        Input::Cancel {
+        Command::Cancel {
             reason,
             by: caller.name.clone(),
         },
@@ -526,31 +527,40 @@ pub async fn cancel(
     Ok(HttpResponse::Ok().json(run))
 }
 
-/// Hands a human's command to the run's actor; a run without one (finished,
-/// or its actor just stopped) is answered from its journal.
-async fn steer(app: &AppState, id: Uuid, input: Input) -> Result<(), ApiError> {
-    if let Some(actor) = app.registry.get(id)
-        && let Ok(outcome) = actor
-            .send(Steer {
-                input: input.clone(),
-            })
-            .await
-    {
-        return Ok(outcome?);
+/// Sends a human's command to the run, wherever it is driven, and waits
+/// until the run's owner journaled it (or refused it). A finished run
+/// refuses every command; nobody drives it, so its journal answers.
+async fn send(app: &AppState, id: Uuid, command: Command) -> Result<(), ApiError> {
+    let run = journal::get_run(&app.pool, id)
+        .await?
+        .ok_or_else(ApiError::run_not_found)?;
+    if !run.status.is_terminal() {
+        match app.registry.command(id, &command).await {
+            Ok(CommandOutcome::Done) => return Ok(()),
+            Ok(CommandOutcome::Refused { reason }) => return Err(reason.into()),
+            Ok(CommandOutcome::Withdrawn) | Err(CommandError::TimedOut) => {
+                return Err(ApiError::Unavailable(CommandError::TimedOut.to_string()));
+            }
+            Err(CommandError::NotFound) => return Err(ApiError::run_not_found()),
+            Err(CommandError::Journal(error)) => return Err(error.into()),
+            // It ended while the command waited: answered from the journal.
+            Err(CommandError::Finished) => {}
+        }
     }
-    refuse_from_journal(app, id, input).await
+    refuse_from_journal(app, id, command.into()).await
 }
 
-/// Answers a command for a run without an actor: folds its journal and asks
-/// the state machine, which refuses for a finished run. An unfinished run
-/// without an actor is still being recovered, so the client should retry.
+/// Answers a command for a finished run: folds its journal and asks the
+/// state machine, which refuses it.
 async fn refuse_from_journal(app: &AppState, id: Uuid, input: Input) -> Result<(), ApiError> {
     let events = journal::load(&app.pool, id).await?;
     let Some(mut run) = state::fold(id, &events) else {
         return Err(ApiError::run_not_found());
     };
     if !run.is_terminal() {
-        return Err(SteerError::Unavailable.into());
+        return Err(ApiError::Unavailable(
+            "the run cannot take commands right now; retry shortly".into(),
+        ));
     }
     let env = Env {
         now: Utc::now(),
@@ -560,8 +570,8 @@ async fn refuse_from_journal(app: &AppState, id: Uuid, input: Input) -> Result<(
         models: Default::default(),
     };
     match state::step(&mut run, input, &env) {
-        Err(refusal) => Err(SteerError::Refused(refusal).into()),
-        // A finished run refuses every command; journaling is the actor's
+        Err(refusal) => Err(refusal.into()),
+        // A finished run refuses every command; journaling is the owner's
         // job, so never write from here.
         Ok(_) => Err(ApiError::AlreadyFinished),
     }

@@ -206,7 +206,18 @@ pub async fn run(
                 },
             };
             let started = Instant::now();
-            journal::append(&pool, run_id, &[event], with_summary.then_some(&summary)).await?;
+            journal::append(
+                &pool,
+                &journal::Append {
+                    run_id,
+                    epoch: 1,
+                    events: vec![event],
+                    summary: with_summary.then(|| summary.clone()),
+                    release: false,
+                    answer: None,
+                },
+            )
+            .await?;
             commits.push(started.elapsed());
         }
         let (commit_p50, commit_p99) = summarize(name, commits);
@@ -243,6 +254,12 @@ pub async fn run(
                 metrics: crate::telemetry::metrics::Metrics::with_export(export),
             },
             models: Arc::new(HashMap::from([(AgentName::Coding, "instant".to_string())])),
+            // Runs made here are this instance's (epoch 1); nobody else claims them.
+            cluster: crate::cluster::Cluster::new(
+                "bench".into(),
+                Duration::from_secs(3600),
+                pool.clone(),
+            ),
         });
         RunRegistry::new(deps, arbiters.clone())
     };
@@ -350,10 +367,16 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 async fn start_runs(registry: &RunRegistry, count: usize) -> anyhow::Result<Vec<Uuid>> {
     let mut ids = Vec::with_capacity(count);
     for _ in 0..count {
-        ids.push(create_run(&registry.deps().pool).await?);
-    }
-    for id in &ids {
-        registry.start(*id);
+        let start = crate::run::state::Start {
+            run_id: Uuid::new_v4(),
+            agent: AgentName::Coding,
+            task: "bench".into(),
+            approval_timeout_secs: 60,
+            trace: crate::telemetry::trace::TraceRef::new(None),
+            created_by: "bench".into(),
+        };
+        ids.push(start.run_id);
+        registry.create(start, None, None).await?;
     }
     Ok(ids)
 }
@@ -372,6 +395,7 @@ pub(crate) async fn create_run(pool: &deadpool_postgres::Pool) -> anyhow::Result
     let run = NewRun {
         id,
         started: crate::run::state::started_entry(start, journal::now()),
+        owner: "bench".into(),
         idempotency_key: None,
         limits: None,
     };
@@ -382,7 +406,7 @@ pub(crate) async fn create_run(pool: &deadpool_postgres::Pool) -> anyhow::Result
 /// Waits until every run's actor has left the registry (it does so when the
 /// run ends); an in-memory check, so it adds no load to the database.
 async fn wait_finished(registry: &RunRegistry, ids: &[Uuid]) {
-    while ids.iter().any(|id| registry.get(*id).is_some()) {
+    while ids.iter().any(|id| registry.drives(*id)) {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
 }

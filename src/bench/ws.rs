@@ -93,7 +93,18 @@ async fn measure(
                 tool: "list_files".into(),
             },
         };
-        journal::append(pool, run_id, std::slice::from_ref(&event), None).await?;
+        journal::append(
+            pool,
+            &journal::Append {
+                run_id,
+                epoch: 1,
+                events: vec![event.clone()],
+                summary: None,
+                release: false,
+                answer: None,
+            },
+        )
+        .await?;
         committed.push(Instant::now());
         feed.publish_events(run_id, std::slice::from_ref(&event));
         tokio::time::sleep(PACE).await;

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "access",
         include_str!("../../migrations/0003_access.sql"),
     ),
+    (
+        4,
+        "cluster",
+        include_str!("../../migrations/0004_cluster.sql"),
+    ),
 ];
 
 /// Any 64-bit number unique to this application: the advisory lock that lets

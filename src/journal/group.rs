@@ -19,11 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use deadpool_postgres::Pool;
 use futures_util::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot};
-use uuid::Uuid;
 
-use super::{Error, append, append_on};
+use super::{Append, Error, append, append_on};
 use crate::domain::Event;
-use crate::domain::RunSummary;
 
 /// Appends in one transaction at the most; more wait for the next one.
 const MAX_BATCH: usize = 64;
@@ -34,9 +32,7 @@ const WORKERS: usize = 2;
 
 /// One run's append and where its outcome goes.
 struct Request {
-    run_id: Uuid,
-    events: Vec<Event>,
-    summary: Option<RunSummary>,
+    append: Append,
     done: oneshot::Sender<(Result<(), Error>, Vec<Event>)>,
 }
 
@@ -108,28 +104,18 @@ impl Writer {
 
     /// `journal::append`, committed with whatever other runs append at the
     /// same moment. Gives the entries back, for the caller to publish.
-    pub async fn append(
-        &self,
-        run_id: Uuid,
-        events: Vec<Event>,
-        summary: Option<RunSummary>,
-    ) -> (Result<(), Error>, Vec<Event>) {
+    pub async fn append(&self, append: Append) -> (Result<(), Error>, Vec<Event>) {
         let alone = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
         let _counted = InFlight(&self.in_flight);
         if alone {
-            let outcome = append(&self.pool, run_id, &events, summary.as_ref()).await;
+            let outcome = super::append(&self.pool, &append).await;
             self.counts.committed(&outcome, 1);
-            return (outcome, events);
+            return (outcome, append.events);
         }
         let (done, outcome) = oneshot::channel();
-        let request = Request {
-            run_id,
-            events,
-            summary,
-            done,
-        };
+        let request = Request { append, done };
         if let Err(refused) = self.queue.send(request) {
-            return (Err(Error::WriterStopped), refused.0.events);
+            return (Err(Error::WriterStopped), refused.0.append.events);
         }
         outcome
             .await
@@ -178,7 +164,7 @@ async fn commit(pool: &Pool, batch: Vec<Request>, counts: &Counts) {
         counts.committed(&outcome, batch.len());
         if outcome.is_ok() {
             for request in batch {
-                let _ = request.done.send((Ok(()), request.events));
+                let _ = request.done.send((Ok(()), request.append.events));
             }
             return;
         }
@@ -194,15 +180,9 @@ async fn commit(pool: &Pool, batch: Vec<Request>, counts: &Counts) {
 
 /// One append in a transaction of its own, answered.
 async fn alone(pool: &Pool, request: Request, counts: &Counts) {
-    let outcome = append(
-        pool,
-        request.run_id,
-        &request.events,
-        request.summary.as_ref(),
-    )
-    .await;
+    let outcome = append(pool, &request.append).await;
     counts.committed(&outcome, 1);
-    let _ = request.done.send((outcome, request.events));
+    let _ = request.done.send((outcome, request.append.events));
 }
 
 /// Every append of `batch` in one transaction; the statements are sent
@@ -210,14 +190,11 @@ async fn alone(pool: &Pool, request: Request, counts: &Counts) {
 async fn together(pool: &Pool, batch: &[Request]) -> Result<(), Error> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
-    let outcomes = join_all(batch.iter().map(|request| {
-        append_on(
-            &transaction,
-            request.run_id,
-            &request.events,
-            request.summary.as_ref(),
-        )
-    }))
+    let outcomes = join_all(
+        batch
+            .iter()
+            .map(|request| append_on(&transaction, &request.append)),
+    )
     .await;
     for outcome in outcomes {
         outcome?;

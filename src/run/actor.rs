@@ -1,7 +1,16 @@
-//! The run actor: one per open run. It owns the run's `RunState`, feeds every
-//! input through `state::step`, commits the resulting entries with
-//! `journal::append`, and only then performs the effect (a model call, a tool,
-//! a timer) whose result comes back to it as the next input.
+//! The run actor: one per run this instance drives. It owns the run's
+//! `RunState` and the epoch of its claim, feeds every input through
+//! `state::step`, commits the resulting entries with `journal::append` (fenced
+//! by the epoch), and only then performs the effect (a model call, a tool, a
+//! timer) whose result comes back to it as the next input.
+//!
+//! Commands (decisions, cancellations) come from the run's inbox in
+//! PostgreSQL, whoever received them; each is answered in the same
+//! transaction as the entries it caused. A run that waits for a human gives
+//! its claim back in the commit that makes it wait, and its actor stops: a
+//! parked run costs nothing until a command or its deadline wakes it on
+//! whichever instance claims it. A write refused for a stale epoch means
+//! another instance drives the run now: the actor kills its work and stops.
 //!
 //! Journal writes run in `ctx.wait`, so the mailbox pauses until the commit is
 //! done and no input ever sees uncommitted state. Model calls and tools run
@@ -18,7 +27,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use deadpool_postgres::Pool;
-use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -26,6 +34,7 @@ use super::observer::{Committed, Observer};
 use super::state::{self, Effect, Env, Input, Refusal, RunState};
 use crate::agents::AgentName;
 use crate::domain::RunSummary;
+use crate::domain::{Command, CommandOutcome};
 use crate::journal;
 use crate::llm::{ModelClient, ModelRequest};
 use crate::realtime::DeltaHub;
@@ -48,6 +57,8 @@ pub struct RunDeps {
     pub deltas: DeltaHub,
     /// What follows every commit: the live feed, metrics, spans.
     pub observer: Observer,
+    /// This instance among those sharing the database: claims, inboxes.
+    pub cluster: crate::cluster::Cluster,
     /// The model each agent uses, read once from the client.
     pub models: Arc<HashMap<AgentName, String>>,
 }
@@ -69,24 +80,16 @@ impl RunDeps {
 /// The longest pause before a failed actor reloads its journal.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 
-/// Why a human's command did not take effect.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SteerError {
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-    /// The run could not journal the command right now (database trouble or
-    /// the run is reloading); nothing changed and the client may retry.
-    #[error("the run cannot take commands right now; retry shortly")]
-    Unavailable,
-}
-
-/// A human steers the run: decides an approval (`Input::Decide`) or cancels
-/// it (`Input::Cancel`). Answered once the decision is journaled.
+/// Commands may wait in the run's inbox: read and apply them.
 #[derive(Message)]
-#[rtype(result = "Result<(), SteerError>")]
-pub struct Steer {
-    pub input: Input,
-}
+#[rtype(result = "()")]
+pub struct CheckInbox;
+
+/// The instance's leases lapsed: kill the work in flight and stop, writing
+/// nothing more (the run is claimed again like any other).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abandon;
 
 /// The server is stopping: start nothing new and drop the work in flight
 /// (the journal says how to resume it).
@@ -94,14 +97,33 @@ pub struct Steer {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// Tells the registry that a run is over, so it drops the actor's address
-/// (a closure, so the actor needs nothing of the registry).
-pub type Release = Arc<dyn Fn(Uuid) + Send + Sync>;
+/// An input waiting its turn.
+enum Queued {
+    Command(crate::cluster::InboxEntry),
+    Wake,
+}
+
+/// Tells the registry that this actor is done with the run (finished,
+/// parked or lost), so it drops the actor's address; a closure, so the actor
+/// needs nothing of the registry. Takes the run and the claim's epoch.
+pub type Release = Arc<dyn Fn(Uuid, i64) + Send + Sync>;
 
 pub struct RunActor {
     run_id: Uuid,
+    /// The epoch of this instance's claim: every write names it.
+    epoch: i64,
     deps: Arc<RunDeps>,
     release: Release,
+    /// Set once the actor is done with the run; it then writes nothing more.
+    done: bool,
+    /// Whether the inbox is being read, and whether to read it again after.
+    reading_inbox: bool,
+    inbox_again: bool,
+    /// Inputs waiting for the commit in progress (commands from the inbox,
+    /// the wake after a load); taken one at a time by `pump`.
+    queued: std::collections::VecDeque<Queued>,
+    /// Whether a commit of this actor's is in progress.
+    committing: bool,
     /// The state a new run starts with, used instead of loading the
     /// journal on the first start.
     initial: Option<RunState>,
@@ -121,11 +143,17 @@ pub struct RunActor {
 
 impl RunActor {
     /// The actor of an existing run, which loads its journal when started.
-    pub fn new(run_id: Uuid, deps: Arc<RunDeps>, release: Release) -> RunActor {
+    pub fn new(run_id: Uuid, epoch: i64, deps: Arc<RunDeps>, release: Release) -> RunActor {
         RunActor {
             run_id,
+            epoch,
             deps,
             release,
+            done: false,
+            reading_inbox: false,
+            inbox_again: false,
+            queued: Default::default(),
+            committing: false,
             initial: None,
             state: None,
             summary: None,
@@ -139,8 +167,8 @@ impl RunActor {
 
     /// The actor of a run just created with `state` (its `RUN_STARTED`
     /// committed), which goes on from there without reading the journal.
-    pub fn new_run(state: RunState, deps: Arc<RunDeps>, release: Release) -> RunActor {
-        let mut actor = RunActor::new(state.run_id, deps, release);
+    pub fn new_run(state: RunState, epoch: i64, deps: Arc<RunDeps>, release: Release) -> RunActor {
+        let mut actor = RunActor::new(state.run_id, epoch, deps, release);
         actor.initial = Some(state);
         actor
     }
@@ -156,7 +184,6 @@ impl RunActor {
             };
             match state::fold(run_id, &events) {
                 Some(state) => {
-                    act.deps.observer.metrics.set_status(run_id, state.status());
                     act.span.record("trace_id", state.trace.trace_id.as_str());
                     if state.last_seq > 1 && !state.is_terminal() {
                         // Work picked up again (after a restart, or a
@@ -180,58 +207,222 @@ impl RunActor {
                     act.summary = Some(state.summary());
                     act.state = Some(state);
                     act.restarts = 0;
-                    if let Err(error) = act.drive(Input::Wake, ctx, None) {
-                        tracing::debug!(parent: &act.span, %error, "nothing to do on wake");
-                    }
+                    // Commands first (they may be why the run was claimed),
+                    // then on from where the journal stops.
+                    act.read_inbox(ctx, true);
                 }
                 None => {
                     tracing::error!(parent: &act.span, "run has no RUN_STARTED entry; leaving it alone");
-                    (act.release)(run_id);
+                    act.done = true;
+                    (act.release)(run_id, act.epoch);
                 }
             }
         }));
     }
 
-    /// Stops the actor so the supervisor rebuilds it from the journal.
-    fn fail(&mut self, error: &dyn std::fmt::Display, ctx: &mut Context<Self>) {
+    /// Throws the state away and folds the journal again after a backoff
+    /// (a lost database, a stale view); or, when another instance claimed
+    /// the run, lets it go for good. The reload happens in place rather
+    /// than through an actix restart, whose reset of spawn handles can
+    /// alias a handle cancelled just before and silently drop the next
+    /// future spawned.
+    fn fail(&mut self, error: &journal::Error, ctx: &mut Context<Self>) {
+        if let journal::Error::Fenced(_) = error {
+            tracing::warn!(parent: &self.span, "another instance drives this run now; letting go");
+            self.let_go(ctx);
+            return;
+        }
         tracing::error!(parent: &self.span, %error, "run actor failed; reloading from the journal");
+        self.reload(ctx);
+    }
+
+    /// Forgets everything the journal does not say and loads it again.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        self.cancel_work(ctx);
+        self.state = None;
+        self.summary = None;
+        self.queued.clear();
+        self.committing = false;
+        self.reading_inbox = false;
+        self.restarts += 1;
+        self.reload_later(ctx);
+    }
+
+    /// Loads the journal after a backoff that grows with consecutive
+    /// failures; the mailbox waits meanwhile.
+    fn reload_later(&mut self, ctx: &mut Context<Self>) {
+        let delay =
+            Duration::from_millis(200 * 2u64.pow(self.restarts.min(8))).min(MAX_RESTART_DELAY);
+        ctx.wait(
+            tokio::time::sleep(delay)
+                .into_actor(self)
+                .map(|(), act, ctx| act.load(ctx)),
+        );
+    }
+
+    /// Done with the run (finished, parked or lost): kill the work in
+    /// flight, write nothing more, and leave the registry, which stops the
+    /// actor for good.
+    fn let_go(&mut self, ctx: &mut Context<Self>) {
+        self.done = true;
+        self.cancel_work(ctx);
+        (self.release)(self.run_id, self.epoch);
         ctx.stop();
     }
 
+    /// Reads the commands waiting in the run's inbox and queues them; with
+    /// `then_wake` (after a load, when nothing is in flight), the run goes
+    /// on from the journal once they are applied.
+    fn read_inbox(&mut self, ctx: &mut Context<Self>, then_wake: bool) {
+        if self.done || self.state.is_none() {
+            return;
+        }
+        if self.reading_inbox {
+            self.inbox_again = true;
+            return;
+        }
+        self.reading_inbox = true;
+        let cluster = self.deps.cluster.clone();
+        let run_id = self.run_id;
+        ctx.wait(
+            async move { cluster.waiting(run_id).await }
+                .into_actor(self)
+                .map(move |waiting, act, ctx| {
+                    act.reading_inbox = false;
+                    match waiting {
+                        Ok(entries) => {
+                            for entry in entries {
+                                if !act.queued.iter().any(|q| matches!(q, Queued::Command(e) if e.id == entry.id)) {
+                                    act.queued.push_back(Queued::Command(entry));
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(parent: &act.span, %error, "could not read the run's inbox")
+                        }
+                    }
+                    if then_wake {
+                        act.queued.push_back(Queued::Wake);
+                    }
+                    if std::mem::take(&mut act.inbox_again) {
+                        act.read_inbox(ctx, false);
+                    }
+                    act.pump(ctx);
+                }),
+        );
+    }
+
+    /// Takes the next queued input, one at a time: the state machine is
+    /// never stepped while a commit of its last step is pending.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while !self.committing && !self.done {
+            match self.queued.pop_front() {
+                Some(Queued::Command(entry)) => self.apply(entry, ctx),
+                // Recovery's step, from the journal alone: only when no
+                // command started work meanwhile (a tool started is not an
+                // interrupted one).
+                Some(Queued::Wake) => {
+                    if self.in_flight.is_none() && self.timer.is_none() {
+                        self.drive_quietly(Input::Wake, ctx);
+                    }
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Applies one command from the inbox; its outcome is written with the
+    /// entries it causes, or alone when it is refused.
+    fn apply(&mut self, entry: crate::cluster::InboxEntry, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        let refused = |reason| CommandOutcome::Refused { reason };
+        let outcome = match serde_json::from_value::<Command>(entry.command) {
+            Err(error) => {
+                tracing::error!(parent: &self.span, %error, "a command in the inbox cannot be read");
+                refused(Refusal::Stale)
+            }
+            Ok(command) => {
+                if matches!(command, Command::Cancel { .. })
+                    && self.state.as_ref().is_some_and(|s| !s.is_terminal())
+                {
+                    // Abort first: whatever the commit's fate, nothing may
+                    // run on after a cancellation, and a failed commit
+                    // reloads the journal, which resumes the aborted work by
+                    // the recovery rules.
+                    self.cancel_work(ctx);
+                }
+                match self.drive(command.into(), ctx, Some(entry.id)) {
+                    Ok(()) => return,
+                    Err(reason) => refused(reason),
+                }
+            }
+        };
+        let answer = journal::Answer {
+            inbox_id: entry.id,
+            outcome: serde_json::to_value(&outcome).unwrap_or_default(),
+        };
+        let pool = self.deps.pool.clone();
+        let (run_id, epoch) = (self.run_id, self.epoch);
+        self.committing = true;
+        ctx.wait(
+            async move { journal::answer_alone(&pool, run_id, epoch, &answer).await }
+                .into_actor(self)
+                .map(|answered, act, ctx| {
+                    act.committing = false;
+                    match answered {
+                        Err(error) => act.fail(&error, ctx),
+                        Ok(_) => act.pump(ctx),
+                    }
+                }),
+        );
+    }
+
     /// Steps the state machine with `input`, commits what it decided, then
-    /// performs the effect. `reply` hears whether the commit went through.
+    /// performs the effect. `answer` is the inbox command the input came
+    /// from, marked handled in the same transaction.
     fn drive(
         &mut self,
         input: Input,
         ctx: &mut Context<Self>,
-        reply: Option<oneshot::Sender<Result<(), SteerError>>>,
-    ) -> Result<(), SteerError> {
+        answer: Option<i64>,
+    ) -> Result<(), Refusal> {
+        if self.done {
+            return Err(Refusal::Stale);
+        }
         let env = self.deps.env();
         let Some(state) = self.state.as_mut() else {
-            return Err(SteerError::Unavailable);
+            return Err(Refusal::Stale);
         };
         let pending_before = state.pending_approval().cloned();
         let agent_call = state.current_agent_call().map(str::to_string);
         let stepped = catch_unwind(AssertUnwindSafe(|| state::step(state, input, &env)));
         let transition = match stepped {
             Ok(Ok(transition)) => transition,
-            Ok(Err(refusal)) => return Err(refusal.into()),
+            Ok(Err(refusal)) => return Err(refusal),
             Err(_) => {
-                self.fail(&"the state machine panicked", ctx);
-                return Err(SteerError::Unavailable);
+                tracing::error!(parent: &self.span, "the state machine panicked; reloading from the journal");
+                self.reload(ctx);
+                return Err(Refusal::Stale);
             }
         };
-        if transition.events.is_empty() {
-            if let Some(reply) = reply {
-                let _ = reply.send(Ok(()));
-            }
+        if transition.events.is_empty() && answer.is_none() {
             self.perform(transition.effect, ctx);
             return Ok(());
         }
+        // A run that will wait for a human, or has ended, needs no driver:
+        // it is given back in the same statement.
+        let release = match &transition.effect {
+            Effect::AwaitApproval { expires_at, .. } => *expires_at > env.now,
+            Effect::Finished => true,
+            _ => false,
+        };
         let summary = state.summary();
         let changed = self.summary.as_ref() != Some(&summary);
         let writer = self.deps.journal.clone();
         let run_id = self.run_id;
+        let epoch = self.epoch;
         let effect = transition.effect;
         let db_span = tracing::info_span!(target: trace::TARGET, parent: &self.span, "journal.append",
             otel.name = "INSERT run_events", otel.kind = "client",
@@ -241,11 +432,22 @@ impl RunActor {
         self.join_trace(&db_span);
         let commit = async move {
             let started = Instant::now();
-            let stored = changed.then(|| summary.clone());
-            let (outcome, events) = writer.append(run_id, transition.events, stored).await;
+            let append = journal::Append {
+                run_id,
+                epoch,
+                events: transition.events,
+                summary: (changed || release).then(|| summary.clone()),
+                release,
+                answer: answer.map(|inbox_id| journal::Answer {
+                    inbox_id,
+                    outcome: serde_json::to_value(CommandOutcome::Done).unwrap_or_default(),
+                }),
+            };
+            let (outcome, events) = writer.append(append).await;
             (outcome.map(|()| (summary, events)), started.elapsed())
         }
         .instrument(db_span);
+        self.committing = true;
         ctx.wait(commit.into_actor(self).map(
             move |(committed, elapsed), act, ctx| match committed {
                 Ok((summary, events)) => {
@@ -266,16 +468,18 @@ impl RunActor {
                         );
                     }
                     act.summary = Some(summary);
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Ok(()));
+                    act.committing = false;
+                    if release {
+                        // Parked, or over: no driver until something wakes it.
+                        act.let_go(ctx);
+                    } else {
+                        act.perform(effect, ctx);
+                        act.pump(ctx);
                     }
-                    act.perform(effect, ctx);
                 }
                 Err(error) => {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(SteerError::Unavailable));
-                    }
-                    act.fail(&error, ctx);
+                    act.committing = false;
+                    act.fail(&error, ctx)
                 }
             },
         ));
@@ -432,16 +636,37 @@ impl RunActor {
                 approval_id,
                 expires_at,
             } => {
-                let delay = (expires_at - Utc::now()).to_std().unwrap_or_default();
-                self.set_timer(ctx, delay, Input::ApprovalExpired { approval_id });
+                if expires_at <= Utc::now() {
+                    self.drive_quietly(Input::ApprovalExpired { approval_id }, ctx);
+                } else {
+                    // Woken for nothing that changed it (a refused command):
+                    // park again.
+                    self.give_back(ctx);
+                }
             }
-            Effect::Finished => {
-                self.cancel_work(ctx);
-                // Without the registry's address, the actor stops by itself
-                // once the last request holding an address is answered.
-                (self.release)(self.run_id);
-            }
+            Effect::Finished => self.give_back(ctx),
         }
+    }
+
+    /// Gives the claim back without writing an entry, then lets go.
+    fn give_back(&mut self, ctx: &mut Context<Self>) {
+        let cluster = self.deps.cluster.clone();
+        let claim = crate::cluster::Claim {
+            run_id: self.run_id,
+            epoch: self.epoch,
+        };
+        self.done = true;
+        ctx.wait(
+            async move { cluster.release(claim).await }
+                .into_actor(self)
+                .map(|released, act, ctx| {
+                    if let Err(error) = released {
+                        // The lease lapses by itself; the run is claimed then.
+                        tracing::warn!(parent: &act.span, %error, "could not give the run back");
+                    }
+                    act.let_go(ctx);
+                }),
+        );
     }
 
     fn set_timer(&mut self, ctx: &mut Context<Self>, delay: Duration, input: Input) {
@@ -470,12 +695,10 @@ impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(state) = self.initial.take() {
+        if self.done {
+            ctx.stop();
+        } else if let Some(state) = self.initial.take() {
             // A new run: its first entry is committed and its state known.
-            self.deps
-                .observer
-                .metrics
-                .set_status(self.run_id, state.status());
             self.span.record("trace_id", state.trace.trace_id.as_str());
             self.summary = Some(state.summary());
             self.state = Some(state);
@@ -483,9 +706,7 @@ impl Actor for RunActor {
         } else if self.restarts == 0 {
             self.load(ctx);
         } else {
-            let delay =
-                Duration::from_millis(200 * 2u64.pow(self.restarts.min(8))).min(MAX_RESTART_DELAY);
-            ctx.run_later(delay, |act, ctx| act.load(ctx));
+            self.reload_later(ctx);
         }
     }
 }
@@ -495,27 +716,27 @@ impl Supervised for RunActor {
         self.cancel_work(ctx);
         self.state = None;
         self.summary = None;
+        self.queued.clear();
+        self.committing = false;
+        self.reading_inbox = false;
         self.restarts += 1;
     }
 }
 
-impl Handler<Steer> for RunActor {
-    type Result = ResponseFuture<Result<(), SteerError>>;
+impl Handler<CheckInbox> for RunActor {
+    type Result = ();
 
-    fn handle(&mut self, msg: Steer, ctx: &mut Context<Self>) -> Self::Result {
-        if matches!(msg.input, Input::Cancel { .. })
-            && self.state.as_ref().is_some_and(|s| !s.is_terminal())
-        {
-            // Abort first: whatever the commit's fate, nothing may run on
-            // after a cancellation, and a failed commit reloads the journal,
-            // which resumes the aborted work by the recovery rules.
-            self.cancel_work(ctx);
-        }
-        let (tx, rx) = oneshot::channel();
-        match self.drive(msg.input, ctx, Some(tx)) {
-            Err(error) => Box::pin(async move { Err(error) }),
-            Ok(()) => Box::pin(async move { rx.await.unwrap_or(Err(SteerError::Unavailable)) }),
-        }
+    fn handle(&mut self, _msg: CheckInbox, ctx: &mut Context<Self>) {
+        self.read_inbox(ctx, false);
+    }
+}
+
+impl Handler<Abandon> for RunActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Abandon, ctx: &mut Context<Self>) {
+        tracing::warn!(parent: &self.span, "this instance's leases lapsed; letting the run go");
+        self.let_go(ctx);
     }
 }
 

@@ -49,8 +49,6 @@ impl Observer {
         self.metrics.record_journal_append(commit.elapsed);
         self.metrics
             .record_committed(commit.events, commit.pending_before);
-        self.metrics
-            .set_status(commit.run_id, commit.summary.status);
         emit_spans(commit);
         self.feed.publish_events(commit.run_id, commit.events);
         if commit.summary_changed {

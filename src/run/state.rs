@@ -15,9 +15,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use crate::domain::Refusal;
 use crate::domain::{
-    AgentName, ApprovalKind, Decision, Event, EventBody, PendingApproval, RunError, RunStatus,
-    RunSummary, ToolCall, TraceRef, Usage,
+    AgentName, ApprovalKind, Command, Decision, Event, EventBody, PendingApproval, RunError,
+    RunStatus, RunSummary, ToolCall, TraceRef, Usage,
 };
 use crate::llm::{self, Message, ModelAnswer};
 use crate::tools::{self, ToolOutcome};
@@ -164,22 +165,27 @@ pub enum Input {
     },
 }
 
-/// Why an input was refused; nothing was journaled.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("no approval with this id is waiting")]
-    NoPendingApproval,
-    #[error("this approval was already decided")]
-    AlreadyDecided,
-    #[error(
-        "the arguments waiting for approval are not the ones you saw (args_sha256 differs); reload and decide again"
-    )]
-    ArgsChanged,
-    #[error("the run has already finished")]
-    AlreadyFinished,
-    /// An answer to something the run no longer waits for; drop it.
-    #[error("the input is stale")]
-    Stale,
+impl From<Command> for Input {
+    fn from(command: Command) -> Input {
+        match command {
+            Command::Decide {
+                approval_id,
+                approved,
+                feedback,
+                decided_by,
+                args_sha256,
+                edited_args,
+            } => Input::Decide {
+                approval_id,
+                approved,
+                feedback,
+                decided_by,
+                args_sha256,
+                edited_args,
+            },
+            Command::Cancel { reason, by } => Input::Cancel { reason, by },
+        }
+    }
 }
 
 /// The one thing the actor does after committing a step's entries.

@@ -7,7 +7,13 @@
 //! Each `Metrics` has its own meter providers and Prometheus registry
 //! (several servers may share a process, in tests). Run actors report what
 //! they committed (`record_committed`), model calls and journal writes report
-//! their durations, and the gauges read a board of every open run's status.
+//! their durations. The gauges of open runs and pending approvals are the
+//! whole cluster's, counted in PostgreSQL (`set_open_runs`, before each
+//! scrape and every few seconds), so every instance reports the same
+//! figures: aggregate them across instances with `max`, not `sum`. The
+//! instance's own share is `agentops_instance_runs_owned`, with its claims
+//! (`agentops_instance_claims_total`) and lapsed leases
+//! (`agentops_instance_leases_lost_total`).
 //! The GenAI instruments live on a second provider that only OTLP reads, so
 //! `/metrics` shows the contract's names and nothing else.
 
@@ -18,7 +24,6 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use uuid::Uuid;
 
 use crate::agents::AgentName;
 use crate::domain::{Decision, Event, EventBody};
@@ -82,8 +87,12 @@ struct Inner {
     hitl_wait: Histogram<f64>,
     runs_finished: Counter<u64>,
     journal_append: Histogram<f64>,
-    /// Every open run's status, for the gauges.
-    board: Arc<Mutex<HashMap<Uuid, RunStatus>>>,
+    claims: Counter<u64>,
+    leases_lost: Counter<u64>,
+    /// Open runs of the whole cluster by status, as last counted.
+    open_runs: Arc<Mutex<HashMap<RunStatus, i64>>>,
+    /// Runs this instance drives now.
+    owned: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// `gen_ai.client.*`, on a meter provider of their own that only OTLP reads.
@@ -181,17 +190,13 @@ impl Metrics {
         }
         let provider = builder.build();
         let meter = provider.meter("agent-server");
-        let board: Arc<Mutex<HashMap<Uuid, RunStatus>>> = Arc::default();
+        let open_runs: Arc<Mutex<HashMap<RunStatus, i64>>> = Arc::default();
+        let owned: Arc<std::sync::atomic::AtomicI64> = Arc::default();
 
-        let counts = |board: &Arc<Mutex<HashMap<Uuid, RunStatus>>>| {
-            let board = board.lock().unwrap_or_else(|p| p.into_inner());
-            let mut counts: HashMap<RunStatus, i64> = HashMap::new();
-            for status in board.values() {
-                *counts.entry(*status).or_default() += 1;
-            }
-            counts
+        let counts = |open: &Arc<Mutex<HashMap<RunStatus, i64>>>| {
+            open.lock().unwrap_or_else(|p| p.into_inner()).clone()
         };
-        let for_active = board.clone();
+        let for_active = open_runs.clone();
         meter
             .i64_observable_gauge("agentops_runs_active")
             .with_description("Open runs by status")
@@ -207,7 +212,15 @@ impl Metrics {
                 }
             })
             .build();
-        let for_pending = board.clone();
+        let for_owned = owned.clone();
+        meter
+            .i64_observable_gauge("agentops_instance_runs_owned")
+            .with_description("Runs this instance drives now")
+            .with_callback(move |observer| {
+                observer.observe(for_owned.load(std::sync::atomic::Ordering::Relaxed), &[]);
+            })
+            .build();
+        let for_pending = open_runs.clone();
         meter
             .i64_observable_gauge("agentops_hitl_pending")
             .with_description("Approvals waiting for a human")
@@ -261,10 +274,19 @@ impl Metrics {
                     "Duration of one journal commit",
                     &JOURNAL_BUCKETS,
                 ),
+                claims: meter
+                    .u64_counter("agentops_instance_claims_total")
+                    .with_description("Runs this instance claimed to drive them (takeovers, parked runs woken, runs given back)")
+                    .build(),
+                leases_lost: meter
+                    .u64_counter("agentops_instance_leases_lost_total")
+                    .with_description("Runs this instance let go because its leases lapsed")
+                    .build(),
                 registry,
                 provider,
                 genai: export.then(GenAi::new).flatten(),
-                board,
+                open_runs,
+                owned,
             }),
         }
     }
@@ -286,14 +308,28 @@ impl Metrics {
         }
     }
 
-    /// A run's status now; a finished run leaves the board.
-    pub fn set_status(&self, run_id: Uuid, status: RunStatus) {
-        let mut board = self.inner.board.lock().unwrap_or_else(|p| p.into_inner());
-        if status.is_terminal() {
-            board.remove(&run_id);
-        } else {
-            board.insert(run_id, status);
-        }
+    /// The cluster's open runs by status, as counted in PostgreSQL.
+    pub fn set_open_runs(&self, counts: HashMap<RunStatus, i64>) {
+        *self
+            .inner
+            .open_runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = counts;
+    }
+
+    /// How many runs this instance drives now.
+    pub fn set_owned(&self, runs: usize) {
+        self.inner
+            .owned
+            .store(runs as i64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn record_claims(&self, runs: usize) {
+        self.inner.claims.add(runs as u64, &[]);
+    }
+
+    pub fn record_leases_lost(&self, runs: usize) {
+        self.inner.leases_lost.add(runs as u64, &[]);
     }
 
     pub fn record_journal_append(&self, elapsed: Duration) {

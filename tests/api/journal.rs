@@ -12,6 +12,18 @@ use uuid::Uuid;
 
 use crate::helpers::fresh_database;
 
+/// An append by the run's first owner (epoch 1).
+fn put(run_id: Uuid, events: Vec<Event>, summary: Option<RunSummary>) -> journal::Append {
+    journal::Append {
+        run_id,
+        epoch: 1,
+        events,
+        summary,
+        release: false,
+        answer: None,
+    }
+}
+
 async fn pool() -> deadpool_postgres::Pool {
     let url = fresh_database().await;
     let pool = db::pool(url.parse().unwrap(), 4).unwrap();
@@ -45,6 +57,7 @@ async fn new_run(pool: &deadpool_postgres::Pool) -> Uuid {
     let run = NewRun {
         id,
         started: agent_server::run::state::started_entry(start, agent_server::journal::now()),
+        owner: "test".into(),
         idempotency_key: None,
         limits: None,
     };
@@ -56,17 +69,17 @@ async fn new_run(pool: &deadpool_postgres::Pool) -> Uuid {
 async fn a_stale_writer_cannot_fork_the_history() {
     let pool = pool().await;
     let run = new_run(&pool).await;
-    journal::append(&pool, run, &[entry(2, "a")], None)
+    journal::append(&pool, &put(run, vec![entry(2, "a")], None))
         .await
         .unwrap();
 
     // Another writer with the same view names the same seq: refused.
-    let err = journal::append(&pool, run, &[entry(2, "b")], None)
+    let err = journal::append(&pool, &put(run, vec![entry(2, "b")], None))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Stale(_)), "{err}");
     // Writing an entry whose key exists is a no-op, reported as stale.
-    let err = journal::append(&pool, run, &[entry(3, "a")], None)
+    let err = journal::append(&pool, &put(run, vec![entry(3, "a")], None))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Stale(_)), "{err}");
@@ -78,9 +91,16 @@ async fn a_stale_writer_cannot_fork_the_history() {
         result: None,
         error: None,
     };
-    let err = journal::append(&pool, run, &[entry(3, "c"), entry(4, "a")], Some(&summary))
-        .await
-        .unwrap_err();
+    let err = journal::append(
+        &pool,
+        &put(
+            run,
+            vec![entry(3, "c"), entry(4, "a")],
+            Some(summary.clone()),
+        ),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::Stale(_)), "{err}");
 
     let events = journal::load(&pool, run).await.unwrap();
@@ -91,12 +111,68 @@ async fn a_stale_writer_cannot_fork_the_history() {
     assert_eq!(record.last_seq, 2);
 
     // The writer with the true view goes on.
-    journal::append(&pool, run, &[entry(3, "c"), entry(4, "d")], Some(&summary))
-        .await
-        .unwrap();
+    journal::append(
+        &pool,
+        &put(
+            run,
+            vec![entry(3, "c"), entry(4, "d")],
+            Some(summary.clone()),
+        ),
+    )
+    .await
+    .unwrap();
     let record = journal::get_run(&pool, run).await.unwrap().unwrap();
     assert_eq!(record.status, RunStatus::Failed);
     assert_eq!(record.last_seq, 4);
+}
+
+#[actix_web::test]
+async fn a_writer_whose_run_was_claimed_again_writes_nothing() {
+    let pool = pool().await;
+    let run = new_run(&pool).await;
+    journal::append(&pool, &put(run, vec![entry(2, "a")], None))
+        .await
+        .unwrap();
+    // Another instance claims the run: the epoch moves on.
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE runs SET owner = 'other', epoch = epoch + 1 WHERE id = $1",
+            &[&run],
+        )
+        .await
+        .unwrap();
+    let summary = RunSummary {
+        status: RunStatus::Running,
+        pending_approval: None,
+        usage: Default::default(),
+        result: None,
+        error: None,
+    };
+    for append in [
+        put(run, vec![entry(3, "b")], None),
+        put(run, vec![entry(3, "b"), entry(4, "c")], None),
+        put(run, vec![entry(3, "b")], Some(summary.clone())),
+    ] {
+        let err = journal::append(&pool, &append).await.unwrap_err();
+        assert!(matches!(err, Error::Fenced(_)), "{err}");
+    }
+    let record = journal::get_run(&pool, run).await.unwrap().unwrap();
+    assert_eq!(record.last_seq, 2);
+    assert_eq!(record.status, RunStatus::Pending);
+    // The new owner writes under its epoch.
+    let mut current = put(run, vec![entry(3, "b")], Some(summary));
+    current.epoch = 2;
+    journal::append(&pool, &current).await.unwrap();
+    assert_eq!(
+        journal::get_run(&pool, run)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seq,
+        3
+    );
 }
 
 #[actix_web::test]
@@ -129,7 +205,7 @@ async fn appends_of_many_runs_share_commits_and_a_stale_one_fails_alone() {
     }
     // The last run's seq 2 is taken already: its writer is stale.
     let stale = runs[15];
-    journal::append(&pool, stale, &[entry(2, "first")], None)
+    journal::append(&pool, &put(stale, vec![entry(2, "first")], None))
         .await
         .unwrap();
 
@@ -137,7 +213,7 @@ async fn appends_of_many_runs_share_commits_and_a_stale_one_fails_alone() {
     // transaction, which the stale append makes fail; each is retried alone.
     let outcomes = futures_util::future::join_all(
         runs.iter()
-            .map(|run| writer.append(*run, vec![entry(2, "a")], None)),
+            .map(|run| writer.append(put(*run, vec![entry(2, "a")], None))),
     )
     .await;
     for (run, (outcome, events)) in runs.iter().zip(outcomes) {
@@ -160,7 +236,7 @@ async fn appends_of_many_runs_share_commits_and_a_stale_one_fails_alone() {
     let outcomes = futures_util::future::join_all(
         runs[..15]
             .iter()
-            .map(|run| writer.append(*run, vec![entry(3, "b")], None)),
+            .map(|run| writer.append(put(*run, vec![entry(3, "b")], None))),
     )
     .await;
     assert!(outcomes.iter().all(|(outcome, _)| outcome.is_ok()));
