@@ -79,6 +79,8 @@ pub struct RunRecord {
     pub trace_id: Option<String>,
     /// The name of the token that created the run.
     pub created_by: String,
+    /// The instance driving the run now; `null` while it is parked or over.
+    pub owner: Option<String>,
     /// Only used to detect a reused idempotency key with other content.
     #[serde(skip)]
     pub idempotency_key: Option<String>,
@@ -91,6 +93,7 @@ impl RunRecord {
         state: &crate::run::state::RunState,
         summary: RunSummary,
         updated_at: DateTime<Utc>,
+        owner: Option<&str>,
     ) -> RunRecord {
         RunRecord {
             id: state.run_id,
@@ -107,6 +110,7 @@ impl RunRecord {
             approval_timeout_secs: state.approval_timeout_secs,
             trace_id: Some(state.trace.trace_id.clone()),
             created_by: state.created_by.clone(),
+            owner: owner.map(str::to_string),
             idempotency_key: None,
         }
     }
@@ -147,7 +151,7 @@ pub enum Created {
 }
 
 const RUN_COLUMNS: &str = "id, status, agent, task, created_at, updated_at, pending_approval, \
-     usage, result, error, approval_timeout_secs, idempotency_key, trace_id, created_by, \
+     usage, result, error, approval_timeout_secs, idempotency_key, trace_id, created_by, owner, \
      (SELECT max(seq) FROM run_events e WHERE e.run_id = runs.id) AS last_seq";
 
 /// Creates the run and its `RUN_STARTED` entry, unless the idempotency key
@@ -680,7 +684,8 @@ fn stored_json<T: Serialize>(
     Ok(json)
 }
 
-fn storable(value: &mut serde_json::Value) {
+/// Makes a JSON value storable in PostgreSQL jsonb: U+0000 becomes U+FFFD.
+pub(crate) fn storable(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::String(text) if text.contains('\0') => *text = storable_text(text),
         serde_json::Value::Array(items) => items.iter_mut().for_each(storable),
@@ -762,6 +767,7 @@ fn run_from_row(row: &Row) -> Result<RunRecord, Error> {
         approval_timeout_secs: timeout.max(0) as u64,
         trace_id: row.get("trace_id"),
         created_by: row.get("created_by"),
+        owner: row.get("owner"),
         idempotency_key: row.get("idempotency_key"),
     })
 }

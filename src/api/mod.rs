@@ -4,6 +4,7 @@
 pub mod access;
 pub mod dashboard;
 pub mod error;
+pub mod instances;
 pub mod openapi;
 pub mod runs;
 pub mod tokens;
@@ -113,6 +114,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(tokens::sign_in),
             web::delete().to(tokens::sign_out),
         ],
+    ))
+    .service(resource(
+        "/api/instances",
+        "GET, HEAD",
+        vec![web::get().to(instances::list)],
     ))
     .service(resource(
         "/api/openapi.json",

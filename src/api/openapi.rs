@@ -132,6 +132,7 @@ pub struct Status {
         super::tokens::sign_in,
         super::tokens::sign_out,
         super::ws::connect,
+        super::instances::list,
         document,
         super::healthz,
         super::readyz,
@@ -144,6 +145,7 @@ pub struct Status {
         (name = "runs", description = "Runs and their journals"),
         (name = "access", description = "Who is asking: tokens and the dashboard's session"),
         (name = "live", description = "The WebSocket feed"),
+        (name = "cluster", description = "The instances sharing the database"),
         (name = "probes", description = "Health, readiness and metrics; open"),
         (name = "dashboard", description = "The web dashboard; open (the page signs in)"),
     )
@@ -327,6 +329,7 @@ mod tests {
             ("/api/session", "post"),
             ("/api/session", "delete"),
             ("/api/ws", "get"),
+            ("/api/instances", "get"),
             ("/api/openapi.json", "get"),
             ("/healthz", "get"),
             ("/readyz", "get"),

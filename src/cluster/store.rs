@@ -213,6 +213,10 @@ pub async fn send(
     run_id: Uuid,
     command: &serde_json::Value,
 ) -> Result<Option<i64>, Error> {
+    // Strings a model or a human sent may hold U+0000, which jsonb cannot;
+    // the journal stores them as U+FFFD, and so does the inbox.
+    let mut command = command.clone();
+    crate::journal::storable(&mut command);
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
@@ -220,7 +224,7 @@ pub async fn send(
             "INSERT INTO run_inbox (run_id, command, created_at)
              SELECT id, $2, now() FROM runs WHERE id = $1
              RETURNING id",
-            &[&run_id, command],
+            &[&run_id, &command],
         )
         .await?;
     let Some(row) = row else {

@@ -463,6 +463,7 @@ impl RunActor {
                                 pending_before: pending_before.as_ref(),
                                 agent_call: agent_call.as_deref(),
                                 elapsed,
+                                owner: (!release).then(|| act.deps.cluster.id()),
                             },
                             &act.span,
                         );

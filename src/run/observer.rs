@@ -33,6 +33,9 @@ pub struct Committed<'a> {
     pub agent_call: Option<&'a str>,
     /// How long the commit took.
     pub elapsed: Duration,
+    /// The instance driving the run after the commit (`None` once parked
+    /// or over).
+    pub owner: Option<&'a str>,
 }
 
 /// The one observer of commits; cheap to clone.
@@ -57,6 +60,7 @@ impl Observer {
                     commit.state,
                     commit.summary.clone(),
                     last.at,
+                    commit.owner,
                 ));
             }
             log_milestone(commit, span);

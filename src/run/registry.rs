@@ -141,6 +141,7 @@ impl RunRegistry {
                     pending_before: None,
                     agent_call: None,
                     elapsed: began.elapsed(),
+                    owner: Some(deps.cluster.id()),
                 },
                 &tracing::info_span!("run", run_id = %run_id),
             );
