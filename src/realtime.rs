@@ -3,8 +3,18 @@
 //! any number of subscribers (the WebSocket connections) without ever making
 //! a publisher wait. Deltas are ephemeral and never journaled; feed items are
 //! published only after their commit.
+//!
+//! Entries committed by another instance reach this one's feed through
+//! `follow_cluster`: the writer's instance notifies the range it committed,
+//! and this instance reads those entries from the journal, but only for the
+//! runs its watchers follow (`Feed::watch`). The feed may then see a run's
+//! entries out of order or with a gap (a notification lost); a WebSocket
+//! connection that sees a gap reads the journal again from its last `seq`,
+//! so what it sends is still every entry exactly once, in order.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -106,6 +116,11 @@ pub enum FeedItem {
 #[derive(Clone)]
 pub struct Feed {
     sender: broadcast::Sender<FeedItem>,
+    /// How many watchers follow each run, so entries other instances commit
+    /// are read from the journal only for runs someone watches.
+    watched: Arc<Mutex<HashMap<Uuid, usize>>>,
+    /// How many watchers follow every run's summary.
+    summary_watchers: Arc<AtomicUsize>,
 }
 
 impl Default for Feed {
@@ -118,7 +133,46 @@ impl Feed {
     pub fn new() -> Feed {
         Feed {
             sender: broadcast::channel(FEED_BUFFER).0,
+            watched: Arc::default(),
+            summary_watchers: Arc::default(),
         }
+    }
+
+    fn watched(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, usize>> {
+        self.watched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A watcher follows `run_id`'s entries (until `unwatch`).
+    pub fn watch(&self, run_id: Uuid) {
+        *self.watched().entry(run_id).or_default() += 1;
+    }
+
+    pub fn unwatch(&self, run_id: Uuid) {
+        let mut watched = self.watched();
+        if let Some(count) = watched.get_mut(&run_id) {
+            *count -= 1;
+            if *count == 0 {
+                watched.remove(&run_id);
+            }
+        }
+    }
+
+    /// Whether some watcher follows `run_id`.
+    pub fn is_watched(&self, run_id: Uuid) -> bool {
+        self.watched().contains_key(&run_id)
+    }
+
+    /// A watcher follows every run's summary (until `unwatch_summaries`).
+    pub fn watch_summaries(&self) {
+        self.summary_watchers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unwatch_summaries(&self) {
+        self.summary_watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn summaries_watched(&self) -> bool {
+        self.summary_watchers.load(Ordering::Relaxed) > 0
     }
 
     /// Everything published from now on.
@@ -159,4 +213,57 @@ pub fn run_frame(run: &crate::journal::RunRecord) -> String {
 pub fn delta_frame(delta: &Delta) -> String {
     serde_json::json!({"type": "delta", "run_id": delta.run_id, "agent": delta.agent, "text": delta.text})
         .to_string()
+}
+
+/// Feeds this instance's watchers with what other instances commit: for
+/// each commit announced by another instance, the entries of a watched run
+/// are read from the journal and published, and a changed summary is read
+/// when someone follows summaries. Runs until `notices` closes.
+pub async fn follow_cluster(
+    mut notices: broadcast::Receiver<crate::cluster::Notice>,
+    instance: String,
+    pool: deadpool_postgres::Pool,
+    feed: Feed,
+) {
+    use crate::cluster::Notice;
+    loop {
+        let payload = match notices.recv().await {
+            Ok(Notice::Message { channel, payload }) if channel == crate::cluster::JOURNAL => {
+                payload
+            }
+            Ok(_) => continue,
+            // Lost notifications leave gaps, which the connections fill from
+            // the journal when the next entry of a run arrives.
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some((writer, commits)) = crate::cluster::read_announcement(&payload) else {
+            continue;
+        };
+        if writer == instance {
+            continue;
+        }
+        for commit in commits {
+            if feed.is_watched(commit.run_id) {
+                let count = commit.last - commit.first + 1;
+                match crate::journal::events_after(&pool, commit.run_id, commit.first - 1, count)
+                    .await
+                {
+                    Ok(events) => feed.publish_events(commit.run_id, &events),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read entries another instance committed")
+                    }
+                }
+            }
+            if commit.summary_changed && feed.summaries_watched() {
+                match crate::journal::get_run(&pool, commit.run_id).await {
+                    Ok(Some(run)) => feed.publish_run(&run),
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read a run another instance changed")
+                    }
+                }
+            }
+        }
+    }
 }

@@ -149,6 +149,14 @@ impl Application {
             .register()
             .await
             .context("registering this instance")?;
+        // Entries other instances commit reach this one's watchers.
+        let feed = Feed::new();
+        actix_rt::spawn(crate::realtime::follow_cluster(
+            cluster.notices(),
+            instance_id.clone(),
+            database.pool.clone(),
+            feed.clone(),
+        ));
         let deps = Arc::new(RunDeps {
             cluster: cluster.clone(),
             journal: crate::journal::Writer::start(database.pool.clone()),
@@ -162,8 +170,9 @@ impl Application {
             max_iterations: settings.max_iterations,
             deltas: DeltaHub::new(),
             observer: Observer {
-                feed: Feed::new(),
+                feed: feed.clone(),
                 metrics: metrics.clone(),
+                announcer: cluster::Announcer::start(database.pool.clone(), instance_id.clone()),
             },
             models: Arc::new(models),
         });

@@ -73,6 +73,7 @@ pub async fn connect(
         .max_continuation_size(MAX_FRAME_BYTES);
     let deps = app.registry.deps();
     let feed = receiver_stream(deps.observer.feed.subscribe());
+    let watched_feed = deps.observer.feed.clone();
     let deltas = receiver_stream(deps.deltas.subscribe());
     let pool = app.pool.clone();
     let stopping = app.stopping.clone();
@@ -95,6 +96,8 @@ pub async fn connect(
             subscriptions: HashMap::new(),
             runs: false,
             last_heard: Instant::now(),
+            feed: watched_feed,
+            watching: Default::default(),
         }
     });
     Ok(response)
@@ -225,10 +228,23 @@ struct WsConnection {
     last_heard: Instant,
     /// Cancelled when the server stops.
     stopping: tokio_util::sync::CancellationToken,
+    /// The feed, told which runs this connection follows.
+    feed: crate::realtime::Feed,
+    /// The runs this connection told the feed it follows.
+    watching: std::collections::HashSet<Uuid>,
 }
 
 impl Actor for WsConnection {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        for run_id in self.watching.drain() {
+            self.feed.unwatch(run_id);
+        }
+        if self.runs {
+            self.feed.unwatch_summaries();
+        }
+    }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let stopping = self.stopping.clone();
@@ -309,10 +325,18 @@ impl WsConnection {
         };
         match op {
             "ping" => self.send_json(ctx, json!({"type": "pong"})),
-            "subscribe_runs" => self.runs = true,
+            "subscribe_runs" => {
+                if !self.runs {
+                    self.runs = true;
+                    self.feed.watch_summaries();
+                }
+            }
             "unsubscribe" => match run_id() {
                 Some(run_id) => {
                     self.subscriptions.remove(&run_id);
+                    if self.watching.remove(&run_id) {
+                        self.feed.unwatch(run_id);
+                    }
                 }
                 None => self.error(ctx, "invalid_run_id", "`run_id` must be a run's UUID"),
             },
@@ -346,6 +370,18 @@ impl WsConnection {
 
     /// Replays the journal after `after`, then goes live (see the module doc).
     fn subscribe(&mut self, ctx: &mut Context<Self>, run_id: Uuid, after: i64) {
+        // Followed from now on, also when another instance writes it, so no
+        // entry committed during the replay is missed.
+        if self.watching.insert(run_id) {
+            self.feed.watch(run_id);
+        }
+        self.replay(ctx, run_id, after, true);
+    }
+
+    /// Sends the journal's entries after `after`, then goes live; with
+    /// `announce`, first the `subscribed` frame. Also how a gap in the live
+    /// entries is filled.
+    fn replay(&mut self, ctx: &mut Context<Self>, run_id: Uuid, after: i64, announce: bool) {
         // Nothing live for this run until the replay is done.
         self.subscriptions.remove(&run_id);
         let pool = self.pool.clone();
@@ -356,7 +392,7 @@ impl WsConnection {
             }
             let subscribed = json!({"type": "subscribed", "run_id": run_id}).to_string();
             // Awaiting queue space here slows only this replay, never a run.
-            if outbound.send(Outbound::Text(subscribed)).await.is_err() {
+            if announce && outbound.send(Outbound::Text(subscribed)).await.is_err() {
                 return Ok(Some(after));
             }
             let mut last = after;
@@ -434,6 +470,14 @@ impl StreamHandler<Result<FeedItem, u64>> for WsConnection {
                 if let Some(last) = self.subscriptions.get_mut(&run_id)
                     && seq > *last
                 {
+                    if seq > *last + 1 {
+                        // A gap (entries another instance wrote, still on
+                        // their way, or a notification lost): the journal
+                        // has them all, this one included.
+                        let after = *last;
+                        self.replay(ctx, run_id, after, false);
+                        return;
+                    }
                     *last = seq;
                     self.send(ctx, Outbound::Text(frame.to_string()));
                 }

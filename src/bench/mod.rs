@@ -252,6 +252,7 @@ pub async fn run(
             observer: crate::run::observer::Observer {
                 feed: crate::realtime::Feed::new(),
                 metrics: crate::telemetry::metrics::Metrics::with_export(export),
+                announcer: crate::cluster::Announcer::silent(),
             },
             models: Arc::new(HashMap::from([(AgentName::Coding, "instant".to_string())])),
             // Runs made here are this instance's (epoch 1); nobody else claims them.

@@ -37,8 +37,10 @@ pub const INBOX: &str = "agent_server_inbox";
 pub const INBOX_DONE: &str = "agent_server_inbox_done";
 /// An instance gave its runs back (payload: its id).
 pub const RELEASED: &str = "agent_server_released";
+/// An instance committed journal entries (payload: `announcement`).
+pub const JOURNAL: &str = "agent_server_journal";
 /// Every channel an instance listens to.
-pub const CHANNELS: &[&str] = &[INBOX, INBOX_DONE, RELEASED];
+pub const CHANNELS: &[&str] = &[INBOX, INBOX_DONE, RELEASED, JOURNAL];
 
 /// The file in the data dir that keeps the random part of the instance id.
 const INSTANCE_ID_FILE: &str = "instance-id";
@@ -226,4 +228,132 @@ pub fn instance_id(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<
 
 fn is_suffix(text: &str) -> bool {
     (1..=16).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// One commit that an instance announced: the run, the range of `seq` it
+/// wrote, and whether the run's summary changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    pub run_id: Uuid,
+    pub first: i64,
+    pub last: i64,
+    pub summary_changed: bool,
+}
+
+/// The payload of a journal notification: the writer's instance on the first
+/// line, then a line `run first last changed` per commit.
+pub fn announcement(instance: &str, commits: &[Announced]) -> String {
+    let mut text = instance.to_string();
+    for c in commits {
+        text.push_str(&format!(
+            "\n{} {} {} {}",
+            c.run_id,
+            c.first,
+            c.last,
+            u8::from(c.summary_changed)
+        ));
+    }
+    text
+}
+
+/// Reads a journal notification: the writer's instance and its commits.
+pub fn read_announcement(payload: &str) -> Option<(&str, Vec<Announced>)> {
+    let mut lines = payload.lines();
+    let instance = lines.next()?;
+    let commits = lines
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            Some(Announced {
+                run_id: fields.next()?.parse().ok()?,
+                first: fields.next()?.parse().ok()?,
+                last: fields.next()?.parse().ok()?,
+                summary_changed: fields.next()? == "1",
+            })
+        })
+        .collect();
+    Some((instance, commits))
+}
+
+/// The most bytes of one notification's payload (PostgreSQL's limit is
+/// 8000).
+const MAX_ANNOUNCEMENT: usize = 7800;
+
+/// Tells the other instances what this one committed, so their watchers see
+/// it: commits are gathered while the previous notification is sent and go
+/// out together, after they are durable, off every run's critical path.
+#[derive(Clone)]
+pub struct Announcer {
+    commits: tokio::sync::mpsc::UnboundedSender<Announced>,
+}
+
+impl Announcer {
+    /// Starts announcing on the current Tokio runtime.
+    pub fn start(pool: Pool, instance: String) -> Announcer {
+        let (commits, mut received) = tokio::sync::mpsc::unbounded_channel::<Announced>();
+        tokio::spawn(async move {
+            while let Some(first) = received.recv().await {
+                let mut batch = vec![first];
+                let mut size = instance.len();
+                while size < MAX_ANNOUNCEMENT {
+                    match received.try_recv() {
+                        Ok(next) => {
+                            size += 64;
+                            batch.push(next);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let payload = announcement(&instance, &batch);
+                let sent = async {
+                    pool.get()
+                        .await?
+                        .execute("SELECT pg_notify($1, $2)", &[&JOURNAL, &payload])
+                        .await?;
+                    Ok::<_, Error>(())
+                };
+                if let Err(error) = sent.await {
+                    // A hint lost: watchers elsewhere fill the gap from the
+                    // journal with the next entry.
+                    tracing::debug!(%error, "could not announce commits");
+                }
+            }
+        });
+        Announcer { commits }
+    }
+
+    /// An announcer that tells nobody (a process alone, like the bench).
+    pub fn silent() -> Announcer {
+        Announcer {
+            commits: tokio::sync::mpsc::unbounded_channel().0,
+        }
+    }
+
+    pub fn announce(&self, commit: Announced) {
+        let _ = self.commits.send(commit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_read_back() {
+        let commits = vec![
+            Announced {
+                run_id: Uuid::from_u128(1),
+                first: 3,
+                last: 5,
+                summary_changed: true,
+            },
+            Announced {
+                run_id: Uuid::from_u128(2),
+                first: 9,
+                last: 9,
+                summary_changed: false,
+            },
+        ];
+        let text = announcement("host-1a2b", &commits);
+        assert_eq!(read_announcement(&text), Some(("host-1a2b", commits)));
+    }
 }

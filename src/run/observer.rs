@@ -43,6 +43,8 @@ pub struct Committed<'a> {
 pub struct Observer {
     pub feed: Feed,
     pub metrics: Metrics,
+    /// Tells the other instances, so their watchers see the commit too.
+    pub announcer: crate::cluster::Announcer,
 }
 
 impl Observer {
@@ -54,6 +56,14 @@ impl Observer {
             .record_committed(commit.events, commit.pending_before);
         emit_spans(commit);
         self.feed.publish_events(commit.run_id, commit.events);
+        if let (Some(first), Some(last)) = (commit.events.first(), commit.events.last()) {
+            self.announcer.announce(crate::cluster::Announced {
+                run_id: commit.run_id,
+                first: first.seq,
+                last: last.seq,
+                summary_changed: commit.summary_changed,
+            });
+        }
         if commit.summary_changed {
             if let Some(last) = commit.events.last() {
                 self.feed.publish_run(&journal::RunRecord::from_state(

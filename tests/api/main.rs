@@ -4,6 +4,7 @@
 mod access;
 mod binary;
 mod cancel;
+mod cluster;
 mod demo;
 mod errors;
 mod helpers;
