@@ -4,6 +4,7 @@
 mod access;
 mod binary;
 mod cancel;
+mod chaos;
 mod cluster;
 mod demo;
 mod errors;
