@@ -13,6 +13,8 @@
 start_server() {
   local work=$1
   shift
+  # Made first, so it can be read before the server has opened it.
+  : >"$work/server.log"
   env -i PATH="$PATH" AGENT_SERVER_ADDR=127.0.0.1:0 AGENT_SERVER_DATA_DIR="$work/data" \
     LOG_FORMAT=json "$@" target/debug/agent-server serve >"$work/server.log" 2>&1 &
   server_pid=$!
