@@ -20,10 +20,13 @@ ALTER TABLE runs ADD COLUMN owner text;
 ALTER TABLE runs ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN wake_at timestamptz;
 
--- The claim scan: runs that should be driven (active ones by owner, parked
--- ones by their timer).
-CREATE INDEX runs_driven_idx ON runs (owner)
-    WHERE status IN ('pending', 'running');
+-- The claim scan looks at few rows whatever the number of runs: active runs
+-- nobody drives, runs that have an owner (to find those of dead instances),
+-- parked runs by their timer, and commands waiting. Parked runs, however
+-- many, are in none of these but the timer's.
+CREATE INDEX runs_undriven_idx ON runs (created_at)
+    WHERE owner IS NULL AND status IN ('pending', 'running');
+CREATE INDEX runs_owner_idx ON runs (owner) WHERE owner IS NOT NULL;
 CREATE INDEX runs_wake_idx ON runs (wake_at)
     WHERE owner IS NULL AND wake_at IS NOT NULL;
 

@@ -117,6 +117,20 @@ const CLAIMABLE: &str = "
          OR c.wake_at <= now()
          OR EXISTS (SELECT 1 FROM run_inbox b WHERE b.run_id = c.id AND b.handled_at IS NULL))";
 
+/// The runs that may need a driver, each found through an index, so the
+/// scan costs the same with a hundred thousand parked runs as with none:
+/// active runs without an owner, runs with an owner (to find the dead
+/// ones'), parked runs whose timer is due, runs with commands waiting, and
+/// this instance's own runs that it does not drive. `CLAIMABLE` decides.
+const CANDIDATES: &str = "
+    SELECT id FROM runs WHERE owner IS NULL AND status IN ('pending', 'running')
+    UNION
+    SELECT id FROM runs WHERE owner IS NOT NULL
+    UNION
+    SELECT id FROM runs WHERE owner IS NULL AND wake_at <= now()
+    UNION
+    SELECT run_id FROM run_inbox WHERE handled_at IS NULL";
+
 /// Claims up to `limit` runs that need a driver, and the runs this instance
 /// owns but does not drive (`driving` lists those it does: after a restart
 /// under the same id, or after giving its actors up). Each claim bumps the
@@ -133,9 +147,10 @@ pub async fn claim_due(
         .prepare_cached(&format!(
             "UPDATE runs r SET owner = $1, epoch = r.epoch + 1
              FROM (SELECT c.id FROM runs c
-                   WHERE ({CLAIMABLE})
-                      OR (c.owner = $1 AND c.status NOT IN ('completed', 'failed', 'cancelled')
-                          AND NOT (c.id = ANY($3)))
+                   WHERE c.id IN ({CANDIDATES})
+                     AND (({CLAIMABLE})
+                          OR (c.owner = $1 AND c.status NOT IN ('completed', 'failed', 'cancelled')
+                              AND NOT (c.id = ANY($3))))
                    ORDER BY c.created_at
                    LIMIT $4
                    FOR UPDATE SKIP LOCKED) c
