@@ -110,6 +110,10 @@ export const api = {
     if (args !== undefined) body.args = args;
     return request('POST', `${runPath(id)}/resume`, body);
   },
+  /** `{instances: [{id, started_at, heartbeat_at, runs}]}`: the live ones. */
+  instances() {
+    return request('GET', '/api/instances');
+  },
   cancel(id) {
     return request('POST', `${runPath(id)}/cancel`, { reason: 'cancelled from the dashboard' });
   },

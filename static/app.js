@@ -9,14 +9,19 @@
 // offered: no new-run form without operator or admin (runview.js does the
 // same for cancel and for decisions).
 //
+// The live instances (instances.js) are fetched every few seconds while
+// signed in and after every reconnection; the run view names the instance
+// driving the selected run, which the list marks.
+//
 // Live data comes from the WebSocket. While it is down the page polls the
 // REST API instead, so it never freezes, and every event goes through the
 // same once-only, in-order path (Store) whichever way it came.
 
 import { api, newKey, onUnauthorized } from './api.js';
 import { Live } from './live.js';
-import { Store, TERMINAL_EVENTS } from './store.js';
+import { Store, TERMINAL_EVENTS, TERMINAL_STATUSES, driverOf } from './store.js';
 import { RunView } from './runview.js';
+import { InstancesPanel } from './instances.js';
 import { Session, permissions, hasTokenFragment } from './session.js';
 import { h, setText, classSafe } from './dom.js';
 import { age } from './format.js';
@@ -47,6 +52,9 @@ const els = {
   main: byId('main'),
   runView: byId('run-view'),
   announcer: byId('announcer'),
+  instances: byId('instances'),
+  instancesNote: byId('instances-note'),
+  instancesCount: byId('instances-count'),
 };
 
 /** The signed-in token's `{name, roles}`; null while signed out. */
@@ -82,6 +90,13 @@ const runView = new RunView(els.runView, {
   announce: (text) => setText(els.announcer, text),
 });
 
+const instances = new InstancesPanel({
+  list: els.instances,
+  note: els.instancesNote,
+  count: els.instancesCount,
+  onRefreshed: checkDriver,
+});
+
 const live = new Live({
   onFrame,
   onState: showConnection,
@@ -91,6 +106,7 @@ const live = new Live({
   onConnected: () => {
     for (const journal of store.journals.values()) journal.forgetStreaming();
     refreshList();
+    instances.refresh();
     if (selectedId) refreshRun(selectedId, { events: false });
   },
 });
@@ -113,9 +129,11 @@ function render() {
     const run = store.effectiveRun(selectedId);
     if (run) {
       runView.render(run, store.journal(selectedId));
+      instances.markDriver(driverOf(run).owner);
       document.title = `${run.status} · ${String(run.task ?? '').slice(0, 40)} · agent-server`;
     }
   } else {
+    instances.markDriver(null);
     document.title = 'agent-server';
   }
 }
@@ -245,6 +263,20 @@ async function refreshRun(id, { events }) {
     // Otherwise the server is unreachable: the poll or the reconnect retries.
   }
   scheduleRender();
+}
+
+/** After each refresh of the instances: a run's owner changes without a
+ * `run` frame when its instance stops or dies and another takes it over
+ * (no summary changes then), so the selected run is fetched again while it
+ * is active and no live instance is known to drive it. */
+function checkDriver(liveIds) {
+  if (!selectedId) return;
+  const run = store.effectiveRun(selectedId);
+  if (!run || TERMINAL_STATUSES.has(run.status)) return;
+  const { state, owner } = driverOf(run);
+  if (state === 'unclaimed' || (state === 'driven' && !liveIds.has(owner))) {
+    refreshRun(selectedId, { events: false });
+  }
 }
 
 async function refreshList() {
@@ -381,6 +413,7 @@ setInterval(() => {
 setInterval(() => {
   if (!me) return;
   runView.tick();
+  instances.tick();
   renderList(); // ages
 }, 1000);
 
@@ -396,6 +429,7 @@ function startApp(identity) {
   showConnection('connecting');
   selectFromHash();
   refreshList();
+  instances.start();
   live.start();
   scheduleRender();
 }
@@ -406,6 +440,7 @@ function startApp(identity) {
 function stopApp() {
   me = null;
   live.stop();
+  instances.stop();
   showConnection('signed-out');
   if (selectedId) live.unfollow(selectedId);
   selectedId = null;

@@ -11,14 +11,27 @@
 //
 // Controls a signed-in token's roles do not allow are not built at all:
 // no cancel without operator or admin, no decision without approver or admin.
+//
+// Beside the status it names the instance driving the run (`instance`, the
+// run's `owner`, contract section 10), or says why none does: a run that
+// waits for a human is parked, a finished one is over, and an active run
+// without an owner is about to be taken by one.
 
 import { h, replaceChildren, setText, classSafe } from './dom.js';
 import { millis, duration, countdown, localTime, pretty, compact, count, traceUrl } from './format.js';
-import { TERMINAL_STATUSES } from './store.js';
+import { TERMINAL_STATUSES, driverOf } from './store.js';
 import { approvalCard } from './approval.js';
 
 /** Tool output longer than this many lines starts folded. */
 const FOLD_LINES = 12;
+
+/** What the `instance` hook says when no instance drives the run, and a
+ * longer sentence for its tooltip, by `driverOf(run).state`. */
+const NO_DRIVER = {
+  parked: ['parked — no instance drives it', 'The run waits for a human; it holds no memory on any instance, and any instance picks it up once someone decides.'],
+  finished: ['— (finished, no instance drives it)', 'The run is over; no instance drives it.'],
+  unclaimed: ['waiting for an instance to take it', 'The run is active, but no live instance holds it yet; one takes it over within seconds.'],
+};
 
 export class RunView {
   /** `onCancel(runId)` and `onDecide(runId, approvalId, {decision, feedback,
@@ -81,6 +94,8 @@ export class RunView {
         'Cancel run',
       )
       : null;
+    this.instance = h('span', { class: 'instance', 'data-testid': 'instance', 'data-state': '' }, '…');
+    this.instanceKey = '';
     this.cancelMessage = h('p', { class: 'message', role: 'status' });
     this.approvalSlot = h('div', { class: 'approval-slot' });
     this.outcome = h('div', { class: 'outcome' });
@@ -98,6 +113,7 @@ export class RunView {
           this.meta,
           h('div', { class: 'run-actions' },
             h('p', { class: 'status-line', 'aria-live': 'polite' }, 'Status: ', this.status),
+            h('p', { class: 'driver-line' }, 'Instance: ', this.instance),
             this.cancelButton),
           this.cancelMessage),
         this.approvalSlot,
@@ -158,6 +174,7 @@ export class RunView {
     );
     setText(this.createdBy, run.created_by ? ` · created by ${run.created_by}` : '');
     this.renderTrace(run);
+    this.renderDriver(run);
     setText(this.status, run.status);
     this.status.dataset.status = run.status;
     this.status.className = `status status-${classSafe(run.status)}`;
@@ -177,6 +194,26 @@ export class RunView {
     // with new events (and with the clock, which tick() covers).
     if (this.waterfallEvents !== (journal ? journal.events.length : 0) || this.waterfallStatus !== run.status) {
       this.renderWaterfall();
+    }
+  }
+
+  /** The instance driving the run, or why none does. */
+  renderDriver(run) {
+    const { state, owner } = driverOf(run);
+    const key = `${state}:${owner ?? ''}`;
+    if (key === this.instanceKey) return;
+    this.instanceKey = key;
+    this.instance.dataset.state = state;
+    this.instance.className = `instance instance-${state}`;
+    if (owner) {
+      this.instance.dataset.owner = owner;
+      this.instance.title = 'The agent-server instance that holds this run\'s lease and drives it';
+      replaceChildren(this.instance, h('code', {}, owner));
+    } else {
+      delete this.instance.dataset.owner;
+      const [text, sentence] = NO_DRIVER[state];
+      this.instance.title = sentence;
+      replaceChildren(this.instance, text);
     }
   }
 

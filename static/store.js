@@ -11,10 +11,34 @@
 // - what the views show is the freshest summary with the journal events it
 //   has not seen yet folded on top (`effectiveRun`), so a decision seen as an
 //   event hides the approval card even before the new summary arrives.
+//
+// The instance driving a run (`owner`, contract section 10) comes only from
+// summaries; a journal event folded on top can only take it away: a run
+// that parks for a human or ends has no driver.
 
 export const STATUSES = ['pending', 'running', 'waiting_approval', 'completed', 'failed', 'cancelled'];
 export const TERMINAL_STATUSES = new Set(['completed', 'failed', 'cancelled']);
 export const TERMINAL_EVENTS = new Set(['RUN_COMPLETED', 'RUN_FAILED', 'RUN_CANCELLED']);
+/** Statuses in which a run waits for a human and no instance drives it
+ * (contract section 10: parked runs have no actor anywhere). */
+export const PARKED_STATUSES = new Set(['waiting_approval', 'paused']);
+
+/**
+ * Who drives `run` now: `{state, owner}`, where `state` is
+ * - `driven`: `owner` is the id of the instance holding its lease;
+ * - `parked`: it waits for a human, and no instance drives it;
+ * - `finished`: it is over, and no instance drives it;
+ * - `unclaimed`: it is active but no live instance holds it yet (just
+ *   woken by a decision, or its instance stopped or died and another is
+ *   about to take it over).
+ */
+export function driverOf(run) {
+  const owner = typeof run?.owner === 'string' && run.owner !== '' ? run.owner : null;
+  if (TERMINAL_STATUSES.has(run?.status)) return { state: 'finished', owner: null };
+  if (owner) return { state: 'driven', owner };
+  if (PARKED_STATUSES.has(run?.status)) return { state: 'parked', owner: null };
+  return { state: 'unclaimed', owner: null };
+}
 
 /** One run's journal as this tab has it. */
 export class Journal {
@@ -109,6 +133,7 @@ function summaryFromJournal(id, events) {
     usage: {},
     result: null,
     error: null,
+    owner: null,
     last_seq: 0,
   };
 }
@@ -125,6 +150,7 @@ export function overlay(summary, events) {
         break;
       case 'RUN_SUSPENDED':
         run.status = 'waiting_approval';
+        run.owner = null;
         run.pending_approval = {
           approval_id: payload.approval_id,
           call_id: payload.call_id,
@@ -154,13 +180,13 @@ export function overlay(summary, events) {
         break;
       }
       case 'RUN_COMPLETED':
-        Object.assign(run, { status: 'completed', result: payload.result ?? null, pending_approval: null });
+        Object.assign(run, { status: 'completed', result: payload.result ?? null, pending_approval: null, owner: null });
         break;
       case 'RUN_FAILED':
-        Object.assign(run, { status: 'failed', error: payload.error ?? null, pending_approval: null });
+        Object.assign(run, { status: 'failed', error: payload.error ?? null, pending_approval: null, owner: null });
         break;
       case 'RUN_CANCELLED':
-        Object.assign(run, { status: 'cancelled', pending_approval: null });
+        Object.assign(run, { status: 'cancelled', pending_approval: null, owner: null });
         break;
       default:
         break;

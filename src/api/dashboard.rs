@@ -66,6 +66,7 @@ const ASSETS: &[Asset] = &[
     asset!("approval.js", JAVASCRIPT),
     asset!("session.js", JAVASCRIPT),
     asset!("canonical.js", JAVASCRIPT),
+    asset!("instances.js", JAVASCRIPT),
 ];
 
 /// The page may load only its own files and talk only to its own origin

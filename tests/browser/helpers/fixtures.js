@@ -60,6 +60,22 @@ export const test = base.extend({
     for (const page of context.pages()) await page.goto('about:blank').catch(() => {});
     await server.stop();
   },
+  /** A second instance on `ownServer`'s database (contract section 10):
+   * its own process, port, data dir and instance id, the same runs, tokens
+   * and workspace. The context is signed in to it (the cookie replaces the
+   * own server's, which shares the database, so either would do). Set up
+   * after `ownServer`, so torn down before it: the own server's stop ends
+   * the cluster this one uses. */
+  peerServer: async ({ stack, ownServer, context, ownServerEnv, signedIn }, use, testInfo) => {
+    const server = await AgentServer.start({ mockUrl: stack.mock.url, env: ownServerEnv, database: ownServer });
+    if (signedIn) await signInContext(context, server.url);
+    await use(server);
+    if (testInfo.status !== testInfo.expectedStatus) {
+      await testInfo.attach('peer-agent-server.log', { body: server.log(), contentType: 'text/plain' });
+    }
+    for (const page of context.pages()) await page.goto('about:blank').catch(() => {});
+    await server.stop();
+  },
   baseURL: async ({ stack }, use) => {
     await use(stack.server.url);
   },
@@ -114,6 +130,9 @@ export async function call(base, method, path, body, token = ADMIN_TOKEN) {
 export const rest = {
   createRun: (base, task, agent = 'coding', token = ADMIN_TOKEN) => call(base, 'POST', '/api/runs', { task, agent }, token),
   getRun: (base, id) => call(base, 'GET', `/api/runs/${id}`),
+  cancel: (base, id) => call(base, 'POST', `/api/runs/${id}/cancel`, {}),
+  /** `GET /api/instances`: the live instances. */
+  instances: async (base) => (await call(base, 'GET', '/api/instances')).instances,
   events: async (base, id) => (await call(base, 'GET', `/api/runs/${id}/events`)).events,
   resume: (base, id, body, token = ADMIN_TOKEN) => call(base, 'POST', `/api/runs/${id}/resume`, body, token),
   /** A new token named `name` with `roles`; returns the token itself. */

@@ -148,13 +148,24 @@ export class MockLlm {
   }
 }
 
+/** The database the embedded cluster of every server holds (`startup.rs`). */
+const EMBEDDED_DATABASE = 'agent_server';
+/** The port that names the embedded cluster's socket file (`.s.PGSQL.5432`). */
+const EMBEDDED_PORT = 5432;
+
 /** One agent-server process at a time on one data dir; `kill9` and
  * `restart` replace the process, keeping the port and the data dir. */
 export class AgentServer {
-  /** `env` adds settings (contract section 2) to the defaults below. */
-  static async start({ mockUrl, env = {} }) {
+  /** `env` adds settings (contract section 2) to the defaults below.
+   * `database`, another running AgentServer, makes this one a second
+   * instance on that server's embedded cluster (contract section 10):
+   * `DATABASE_URL` names the cluster's Unix socket, and the workspace is
+   * that server's, since instances share it. */
+  static async start({ mockUrl, env = {}, database = null }) {
     const server = new AgentServer();
-    server.extraEnv = env;
+    server.extraEnv = database
+      ? { DATABASE_URL: database.databaseUrl(), AGENT_WORKSPACE: database.workspace, ...env }
+      : env;
     server.dataDir = fs.mkdtempSync(path.join('/tmp', 'agent-server-browser-'));
     // The embedded cluster runs as `postgres` when the tests run as root: it
     // must be able to enter the data dir, which mkdtemp makes 0700.
@@ -178,7 +189,9 @@ export class AgentServer {
       AGENT_SERVER_ADMIN_TOKEN: ADMIN_TOKEN,
       ...this.extraEnv,
     };
-    delete env.DATABASE_URL;
+    if (!('DATABASE_URL' in this.extraEnv)) delete env.DATABASE_URL;
+    if (!('AGENT_WORKSPACE' in this.extraEnv)) delete env.AGENT_WORKSPACE;
+    if (!('AGENT_SERVER_INSTANCE_ID' in this.extraEnv)) delete env.AGENT_SERVER_INSTANCE_ID;
     delete env.ANTHROPIC_API_KEY;
     // Settings of a developer's shell that would change what is tested.
     if (!('AGENT_SERVER_AUTH' in this.extraEnv)) delete env.AGENT_SERVER_AUTH;
@@ -188,11 +201,38 @@ export class AgentServer {
     this.child = new Child('agent-server', binary('agent-server'), ['serve'], env);
     this.url = await this.child.address('agent-server');
     this.port = Number(new URL(this.url).port);
+    this.instanceId = this.startedInstance();
+  }
+
+  /** The instance id (contract section 10) named by the start-up line,
+   * which is logged before the address is printed. */
+  startedInstance() {
+    for (const line of this.child.lines) {
+      let entry;
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (entry && entry.message === 'agent-server starting' && typeof entry.instance === 'string') return entry.instance;
+    }
+    throw new Error(`agent-server logged no instance id at start\n${this.child.log()}`);
   }
 
   /** The workspace the tools act on. */
   get workspace() {
-    return path.join(this.dataDir, 'workspace');
+    return this.extraEnv.AGENT_WORKSPACE ?? path.join(this.dataDir, 'workspace');
+  }
+
+  /** A `DATABASE_URL` for this server's embedded cluster: its Unix socket
+   * under the data dir, the superuser the cluster trusts, its database. */
+  databaseUrl() {
+    if (this.extraEnv.DATABASE_URL) return this.extraEnv.DATABASE_URL;
+    const socketDir = path.join(this.dataDir, 'pg', 'socket');
+    if (!fs.existsSync(path.join(socketDir, `.s.PGSQL.${EMBEDDED_PORT}`))) {
+      throw new Error(`no PostgreSQL socket in ${socketDir}: is the server running on its embedded cluster?`);
+    }
+    return `host=${socketDir} port=${EMBEDDED_PORT} user=postgres dbname=${EMBEDDED_DATABASE}`;
   }
 
   /** Kills the server the hard way; its PostgreSQL keeps running. */

@@ -1,7 +1,7 @@
 // store: the dashboard's bookkeeping (static/store.js), run in the page on
 // hand-made input: events applied once and in seq order whatever order and
-// however often they arrive, summaries that never go back in time, and the
-// journal folded over a stale summary.
+// however often they arrive, summaries that never go back in time, the
+// journal folded over a stale summary, and who drives a run.
 
 import { test, expect } from '../helpers/fixtures.js';
 
@@ -85,4 +85,49 @@ test('streamed text shows only while its model call is open', async ({ page }) =
   expect(result.during).toEqual([['coding', 'Hello']]);
   expect(result.after).toEqual([]);
   expect(result.late).toEqual([]);
+});
+
+test('who drives a run: the summary\'s owner, taken away by a parking or final event', async ({ page }) => {
+  await page.goto('/');
+  const times = [0, 1, 2, 3, 4].map(at);
+  const result = await page.evaluate(async (times) => {
+    const { Store, driverOf } = await import('/static/store.js');
+    const store = new Store();
+    const id = 'r1';
+    store.putSummary({
+      id, status: 'running', agent: 'coding', task: 't', created_at: times[0], updated_at: times[1],
+      pending_approval: null, usage: {}, result: null, error: null, last_seq: 1, owner: 'host-a1',
+    });
+    const journal = store.journal(id);
+    const seen = [];
+    const look = () => seen.push(driverOf(store.effectiveRun(id)));
+    journal.offer({ seq: 1, type: 'RUN_STARTED', agent: 'coding', at: times[0], payload: { task: 't', agent: 'coding' } });
+    look(); // the summary: driven by host-a1
+    journal.offer({ seq: 2, type: 'RUN_SUSPENDED', agent: 'coding', at: times[1], payload: { approval_id: 'a1', call_id: 'c1', tool: 'shell', args: {}, expires_at: times[4], interrupted: false } });
+    look(); // parked, before any new summary says so
+    journal.offer({ seq: 3, type: 'RUN_RESUMED', agent: 'coding', at: times[2], payload: { approval_id: 'a1', decision: 'approved', feedback: null, decided_by: 'x' } });
+    look(); // woken: no owner known until the summary names one
+    store.putSummary({ ...store.summaries.get(id), status: 'running', last_seq: 3, updated_at: times[2], owner: 'host-b2' });
+    look(); // the new summary names the instance that took it
+    journal.offer({ seq: 4, type: 'RUN_COMPLETED', agent: null, at: times[3], payload: { result: 'ok' } });
+    look(); // over
+    return {
+      seen,
+      // Statuses alone, for a summary from an older server without `owner`.
+      bare: ['pending', 'running', 'waiting_approval', 'paused', 'completed', 'failed', 'cancelled'].map((status) => driverOf({ status }).state),
+      // A parked run whose decision an instance is handling has that owner.
+      claimed: driverOf({ status: 'waiting_approval', owner: 'host-c3' }),
+      finishedWithOwner: driverOf({ status: 'completed', owner: 'host-c3' }),
+    };
+  }, times);
+  expect(result.seen).toEqual([
+    { state: 'driven', owner: 'host-a1' },
+    { state: 'parked', owner: null },
+    { state: 'unclaimed', owner: null },
+    { state: 'driven', owner: 'host-b2' },
+    { state: 'finished', owner: null },
+  ]);
+  expect(result.bare).toEqual(['unclaimed', 'unclaimed', 'parked', 'parked', 'finished', 'finished', 'finished']);
+  expect(result.claimed).toEqual({ state: 'driven', owner: 'host-c3' });
+  expect(result.finishedWithOwner).toEqual({ state: 'finished', owner: null });
 });
