@@ -205,6 +205,9 @@ impl RunActor {
                         });
                     }
                     act.summary = Some(state.summary());
+                    if !state.is_terminal() {
+                        act.deps.observer.claimed(&state, act.deps.cluster.id());
+                    }
                     act.state = Some(state);
                     act.restarts = 0;
                     // Commands first (they may be why the run was claimed),

@@ -78,6 +78,27 @@ impl Observer {
     }
 }
 
+impl Observer {
+    /// A run was claimed by `owner` (taken over, woken from parking): its
+    /// summary now names another driver, which watchers here and elsewhere
+    /// see, though nothing was journaled.
+    pub fn claimed(&self, state: &RunState, owner: &str) {
+        self.feed.publish_run(&journal::RunRecord::from_state(
+            state,
+            state.summary(),
+            // Newer than any summary watchers hold, so they take this one.
+            journal::now(),
+            Some(owner),
+        ));
+        self.announcer.announce(crate::cluster::Announced {
+            run_id: state.run_id,
+            first: state.last_seq + 1,
+            last: state.last_seq,
+            summary_changed: true,
+        });
+    }
+}
+
 /// The log line of a commit that started, parked or ended a run.
 fn log_milestone(commit: &Committed<'_>, span: &tracing::Span) {
     let summary = commit.summary;
