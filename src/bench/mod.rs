@@ -4,18 +4,35 @@
 //! 1. The floor: a bare single-row `INSERT` committed on its own.
 //! 2. One durable commit on a run's critical path: `journal::append` of one
 //!    entry with its summary update.
-//! 3. The wall time of one agent step (a model turn that asks for a safe
+//! 3. The cost of fencing (`fencing`): the same commits with the epoch
+//!    check and without it, taking turns.
+//! 4. The wall time of one agent step (a model turn that asks for a safe
 //!    tool, and the tool) through the real actor, with a model that answers
 //!    at once; with OTLP export of spans, logs and metrics off and on
 //!    (to the user's collector, or else to a local sink that discards it),
 //!    interleaved, and what exporting costs per step.
-//! 4. Journaled entries per second with 64 runs stepping at once, and how
-//!    many appends the group commit put in each transaction.
-//! 5. The latency from a journal commit to its receipt by WebSocket clients
-//!    (`ws`), with 1, 100 and 1,000 clients subscribed.
+//! 5. Journaled entries per second with 64 runs stepping at once, and how
+//!    many appends the group commit put in each transaction; then the same
+//!    64 runs on two instances sharing the database (`cluster`).
+//! 6. The latency from a journal commit to its receipt by WebSocket clients
+//!    (`ws`), with 1, 100 and 1,000 clients subscribed; then from a commit
+//!    on one instance to clients of another, with 1 and 100.
+//! 7. The time until 10,000 open runs left by a killed instance are all
+//!    driven again by a fresh one (`restart`).
+//! 8. The resident memory of 100,000 runs parked on a human, with the
+//!    registry's maintenance running over them (`parked`, written in bulk
+//!    by `seed`).
+//!
+//! The figures of several instances (contract section 10) use
+//! `cluster::Instance`s, wired as `startup` wires a server: each its own
+//! pool, cluster id, `LISTEN` connection, announcer, writer, arbiters and
+//! registry.
 //!
 //! In embedded mode it uses its own database (`agent_server_bench`) so the
-//! runs it creates never mix with real ones.
+//! runs it creates never mix with real ones. Against `DATABASE_URL`, the
+//! figures that claim runs (7 and 8) are skipped when the database holds
+//! open runs or live instances that are not the bench's: a claim would
+//! drive them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +55,16 @@ use crate::run::actor::RunDeps;
 use crate::startup::open_database;
 use crate::tools::{ToolContext, Workspace};
 
+mod cluster;
+mod fencing;
+mod parked;
+mod restart;
+mod seed;
 mod ws;
+
+/// The creator named in every run the bench makes: not a possible token
+/// name (those are `[a-z0-9_-]`), so the bench's runs are never a user's.
+const CREATOR: &str = "agent-server bench";
 
 /// Samples per latency figure: enough for a stable p99.
 const SAMPLES: usize = 2_000;
@@ -228,8 +254,12 @@ pub async fn run(
             commit_p99.as_secs_f64() / floor_p99.as_secs_f64()
         );
     }
+    seed::forget_runs(&pool, &[run_id]).await?;
 
-    // 3 and 4 drive real run actors.
+    // 3. What the epoch check adds to those commits.
+    fencing::run(&pool).await?;
+
+    // 4 and 5 drive real run actors.
     let workspace_dir = tempfile_dir()?;
     let workspace = Workspace::open(&workspace_dir).context("opening the bench workspace")?;
     let context = ToolContext {
@@ -331,10 +361,11 @@ pub async fn run(
     for id in &ids {
         events += journal::load(&pool, *id).await?.len();
     }
+    let single = events as f64 / elapsed.as_secs_f64();
     println!(
         "{:<44} {:>8.0} events/s ({events} entries, {CONCURRENT_RUNS} runs, {:.2} s; target >= 20000)",
         "throughput",
-        events as f64 / elapsed.as_secs_f64(),
+        single,
         elapsed.as_secs_f64()
     );
     let stats = registry.deps().journal.stats();
@@ -346,9 +377,25 @@ pub async fn run(
         stats.transactions
     );
 
-    // 5. From commit to a WebSocket client's receipt.
+    // The figures of several instances start from a database where nothing
+    // waits for a driver but what they make.
+    let claims_blocked = seed::prepare_for_claims(&pool, database.embedded.is_some()).await?;
+    cluster::two_instances(&database.config, &context, single).await?;
+
+    // 6. From commit to a WebSocket client's receipt, on the writer's
+    // instance and on another.
     let registry = registry_for(1);
-    ws::run(&pool, &registry, &settings).await?;
+    ws::run(&pool, &database.config, &registry, &settings).await?;
+    ws::across_instances(&pool, &database.config, &context, &settings).await?;
+
+    // 7 and 8 claim runs, as every instance does.
+    match &claims_blocked {
+        None => {
+            restart::run(&pool, &database.config, &context).await?;
+            parked::run(&pool, &database.config, &context).await?;
+        }
+        Some(reason) => println!("{:<44} skipped: {reason}", "restart, parked runs"),
+    }
 
     crate::telemetry::set_exporting(true);
     let _ = std::fs::remove_dir_all(&workspace_dir);
@@ -368,35 +415,42 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 async fn start_runs(registry: &RunRegistry, count: usize) -> anyhow::Result<Vec<Uuid>> {
     let mut ids = Vec::with_capacity(count);
     for _ in 0..count {
-        let start = crate::run::state::Start {
-            run_id: Uuid::new_v4(),
-            agent: AgentName::Coding,
-            task: "bench".into(),
-            approval_timeout_secs: 60,
-            trace: crate::telemetry::trace::TraceRef::new(None),
-            created_by: "bench".into(),
-        };
+        let start = new_start(60);
         ids.push(start.run_id);
         registry.create(start, None, None).await?;
     }
     Ok(ids)
 }
 
-/// A run of the coding agent, journaled but not started.
-pub(crate) async fn create_run(pool: &deadpool_postgres::Pool) -> anyhow::Result<Uuid> {
-    let id = Uuid::new_v4();
-    let start = crate::run::state::Start {
-        run_id: id,
+/// What a bench run of the coding agent starts from.
+fn new_start(approval_timeout_secs: u64) -> crate::run::state::Start {
+    crate::run::state::Start {
+        run_id: Uuid::new_v4(),
         agent: AgentName::Coding,
         task: "bench".into(),
-        approval_timeout_secs: 60,
+        approval_timeout_secs,
         trace: crate::telemetry::trace::TraceRef::new(None),
-        created_by: "bench".into(),
-    };
+        created_by: CREATOR.into(),
+    }
+}
+
+/// A run of the coding agent, journaled but not started.
+pub(crate) async fn create_run(pool: &deadpool_postgres::Pool) -> anyhow::Result<Uuid> {
+    create_run_owned(pool, "bench").await
+}
+
+/// A run of the coding agent, journaled but not started, owned by `owner`
+/// at epoch 1.
+pub(crate) async fn create_run_owned(
+    pool: &deadpool_postgres::Pool,
+    owner: &str,
+) -> anyhow::Result<Uuid> {
+    let start = new_start(60);
+    let id = start.run_id;
     let run = NewRun {
         id,
         started: crate::run::state::started_entry(start, journal::now()),
-        owner: "bench".into(),
+        owner: owner.into(),
         idempotency_key: None,
         limits: None,
     };
