@@ -349,6 +349,10 @@ async fn three_instances_a_kill_every_few_seconds_and_no_command_runs_twice() {
     );
     assert!(counts.kills >= 3, "the chaos killed instances");
     assert_eq!(statuses.get("completed"), Some(&RUNS), "{statuses:?}");
-    assert!(lines.len() <= approved, "{} ledger lines, {approved} approvals", lines.len());
+    assert!(
+        lines.len() <= approved,
+        "{} ledger lines, {approved} approvals",
+        lines.len()
+    );
     drop(servers);
 }
