@@ -241,6 +241,13 @@ impl RunActor {
 
     /// Forgets everything the journal does not say and loads it again.
     fn reload(&mut self, ctx: &mut Context<Self>) {
+        self.forget(ctx);
+        self.reload_later(ctx);
+    }
+
+    /// Kills the work in flight and drops every view of the run that the
+    /// journal would have to confirm.
+    fn forget(&mut self, ctx: &mut Context<Self>) {
         self.cancel_work(ctx);
         self.state = None;
         self.summary = None;
@@ -248,7 +255,6 @@ impl RunActor {
         self.committing = false;
         self.reading_inbox = false;
         self.restarts += 1;
-        self.reload_later(ctx);
     }
 
     /// Loads the journal after a backoff that grows with consecutive
@@ -717,13 +723,7 @@ impl Actor for RunActor {
 
 impl Supervised for RunActor {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
-        self.cancel_work(ctx);
-        self.state = None;
-        self.summary = None;
-        self.queued.clear();
-        self.committing = false;
-        self.reading_inbox = false;
-        self.restarts += 1;
+        self.forget(ctx);
     }
 }
 

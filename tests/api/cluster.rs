@@ -84,6 +84,22 @@ async fn wait_for_owner(api: &Api, run: &str, owner: Option<&str>) -> Value {
     .await
 }
 
+/// A run that `api`'s instance drives, held in a model call the mock never
+/// answers (the next reply queued is the one the call gets when sent
+/// again); returns the run's id and its owner.
+async fn held_run(cluster: &Cluster, api: &Api) -> (String, String) {
+    cluster.llm.push(Reply::Hang);
+    let run = api
+        .create_run(json!({"task": "held", "agent": "coding"}))
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let owner = api.wait_for_status(&id, "running").await["owner"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (id, owner)
+}
+
 #[actix_web::test]
 async fn any_instance_takes_any_request() {
     let cluster = Cluster::new(2).await;
@@ -126,14 +142,7 @@ async fn any_instance_takes_any_request() {
 
     // A cancellation sent to an instance that does not drive the run: the
     // owner aborts its model call.
-    cluster.llm.push(Reply::Hang);
-    let run = a
-        .api
-        .create_run(json!({"task": "t", "agent": "coding"}))
-        .await;
-    let id = run["id"].as_str().unwrap().to_string();
-    let driving = a.api.wait_for_status(&id, "running").await;
-    let owner = driving["owner"].as_str().unwrap().to_string();
+    let (id, owner) = held_run(&cluster, &a.api).await;
     let started = Instant::now();
     let cancelled = b.api.cancel(&id).await;
     assert_eq!(cancelled.status(), 200);
@@ -207,17 +216,8 @@ async fn killing_the_owner_hands_its_runs_to_another_instance() {
     let cluster = Cluster::new(2).await;
     let a = cluster.start(0).await;
     let b = cluster.start(1).await;
-    // One run in a model call on A, one waiting for a human.
-    cluster.llm.push(Reply::Hang);
-    let busy = a
-        .api
-        .create_run(json!({"task": "busy", "agent": "coding"}))
-        .await;
-    let busy = busy["id"].as_str().unwrap().to_string();
-    let a_id = a.api.wait_for_status(&busy, "running").await["owner"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // A run in a model call on A.
+    let (busy, a_id) = held_run(&cluster, &a.api).await;
     cluster.llm.wait_for_requests(1).await;
     cluster.llm.push(Reply::text("answered after the takeover"));
 
@@ -308,16 +308,7 @@ async fn sigterm_hands_the_runs_over_at_once() {
     let cluster = Cluster::new(2).await;
     let a = cluster.start(0).await;
     let b = cluster.start(1).await;
-    cluster.llm.push(Reply::Hang);
-    let run = a
-        .api
-        .create_run(json!({"task": "t", "agent": "coding"}))
-        .await;
-    let id = run["id"].as_str().unwrap().to_string();
-    let a_id = a.api.wait_for_status(&id, "running").await["owner"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, a_id) = held_run(&cluster, &a.api).await;
     cluster.llm.wait_for_requests(1).await;
     cluster.llm.push(Reply::text("finished on B"));
     let stopping = Instant::now();
