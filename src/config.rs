@@ -104,6 +104,11 @@ pub struct Settings {
     /// `AGENT_LEASE_SECS` (default 10): how long an instance's leases last
     /// without renewal; its runs are taken over within twice that.
     pub lease_secs: u64,
+    /// `AGENT_RUN_MAX_TOKENS` and `AGENT_RUN_MAX_COST_USD`: the budget of a
+    /// run created without one (contract section 11).
+    pub default_budget: crate::domain::Budget,
+    /// `AGENT_MODEL_PRICES` over the built-in prices.
+    pub prices: crate::run::prices::Prices,
 }
 
 /// Whether requests must carry a credential.
@@ -372,10 +377,31 @@ impl Settings {
             ));
         }
         let lease_secs = parse_number(&get, "AGENT_LEASE_SECS", 10, 1, 3600)?;
+        let default_budget = crate::domain::Budget {
+            max_tokens: get("AGENT_RUN_MAX_TOKENS")
+                .map(|_| parse_number(&get, "AGENT_RUN_MAX_TOKENS", 0, 1, u64::MAX / 2))
+                .transpose()?,
+            max_cost_usd: match get("AGENT_RUN_MAX_COST_USD") {
+                None => None,
+                Some(text) => match text.trim().parse::<f64>() {
+                    Ok(usd) if usd.is_finite() && usd > 0.0 => Some(usd),
+                    _ => {
+                        return Err(invalid(
+                            "AGENT_RUN_MAX_COST_USD",
+                            format!("`{text}` is not a number of USD greater than 0"),
+                        ));
+                    }
+                },
+            },
+        };
+        let prices = crate::run::prices::Prices::parse(get("AGENT_MODEL_PRICES").as_deref())
+            .map_err(|problem| invalid("AGENT_MODEL_PRICES", problem))?;
 
         Ok(Settings {
             instance_id,
             lease_secs,
+            default_budget,
+            prices,
             access,
             sandbox,
             addr,

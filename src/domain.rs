@@ -158,6 +158,9 @@ pub enum EventBody {
         /// The name of the token that created the run.
         #[serde(default = "anonymous")]
         created_by: String,
+        /// The run's limits (section 11); `null` for none.
+        #[serde(default)]
+        budget: Option<Budget>,
     },
     AgentStarted {
         agent: AgentName,
@@ -174,6 +177,10 @@ pub enum EventBody {
         text: String,
         tool_calls: Vec<ToolCall>,
         usage: Usage,
+        /// What the answer cost in USD at the prices of the time it came;
+        /// `null` for a model without a price.
+        #[serde(default)]
+        cost_usd: Option<f64>,
     },
     ToolCalled {
         call_id: String,
@@ -234,6 +241,73 @@ pub enum EventBody {
         reason: Option<String>,
         by: String,
     },
+    /// An operator's message, read by the acting agent before its next
+    /// model call.
+    OperatorMessage {
+        text: String,
+        by: String,
+    },
+    RunPaused {
+        reason: Option<String>,
+        by: String,
+    },
+    RunUnpaused {
+        by: String,
+    },
+    /// The entries before this one are copies of another run's first
+    /// `from_seq`; nothing they hold is done again.
+    RunForked {
+        from_run_id: Uuid,
+        from_seq: i64,
+        by: String,
+        /// The fork's own trace (its copied `RUN_STARTED` names the source's).
+        #[serde(default)]
+        trace: Option<TraceRef>,
+    },
+    BudgetExceeded {
+        approval_id: Uuid,
+        used_tokens: u64,
+        max_tokens: Option<u64>,
+        used_cost_usd: f64,
+        max_cost_usd: Option<f64>,
+        /// When the wait ends as a rejection.
+        expires_at: DateTime<Utc>,
+    },
+    BudgetRaised {
+        approval_id: Uuid,
+        max_tokens: Option<u64>,
+        max_cost_usd: Option<f64>,
+        by: String,
+    },
+}
+
+/// A run's limits: tokens (input and output, all agents) and USD.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Budget {
+    pub max_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+}
+
+impl Budget {
+    pub fn is_unlimited(&self) -> bool {
+        self.max_tokens.is_none() && self.max_cost_usd.is_none()
+    }
+}
+
+/// A run's budget and what it used, as the run JSON shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BudgetUse {
+    pub max_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+    pub used_tokens: u64,
+    pub used_cost_usd: f64,
+}
+
+/// Where a fork was taken: the source run and the last entry copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ForkPoint {
+    pub run_id: Uuid,
+    pub seq: i64,
 }
 
 /// The author of entries written before runs had authors.
@@ -259,6 +333,12 @@ impl EventBody {
             EventBody::RunCompleted { .. } => "RUN_COMPLETED",
             EventBody::RunFailed { .. } => "RUN_FAILED",
             EventBody::RunCancelled { .. } => "RUN_CANCELLED",
+            EventBody::OperatorMessage { .. } => "OPERATOR_MESSAGE",
+            EventBody::RunPaused { .. } => "RUN_PAUSED",
+            EventBody::RunUnpaused { .. } => "RUN_UNPAUSED",
+            EventBody::RunForked { .. } => "RUN_FORKED",
+            EventBody::BudgetExceeded { .. } => "BUDGET_EXCEEDED",
+            EventBody::BudgetRaised { .. } => "BUDGET_RAISED",
         }
     }
 
@@ -288,16 +368,18 @@ pub enum RunStatus {
     Pending,
     Running,
     WaitingApproval,
+    Paused,
     Completed,
     Failed,
     Cancelled,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 6] = [
+    pub const ALL: [RunStatus; 7] = [
         RunStatus::Pending,
         RunStatus::Running,
         RunStatus::WaitingApproval,
+        RunStatus::Paused,
         RunStatus::Completed,
         RunStatus::Failed,
         RunStatus::Cancelled,
@@ -308,6 +390,7 @@ impl RunStatus {
             RunStatus::Pending => "pending",
             RunStatus::Running => "running",
             RunStatus::WaitingApproval => "waiting_approval",
+            RunStatus::Paused => "paused",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -333,6 +416,9 @@ pub enum ApprovalKind {
     /// A dangerous tool call.
     #[default]
     Tool,
+    /// More budget, for a run at its limit; `tool` is `budget`, `call_id`
+    /// empty, and `args` says what was used of what.
+    Budget,
 }
 
 /// The approval a run waits for, as shown in the run JSON.
@@ -363,6 +449,10 @@ pub struct RunSummary {
     pub usage: BTreeMap<String, Usage>,
     pub result: Option<String>,
     pub error: Option<RunError>,
+    /// `None` for a run without limits.
+    pub budget: Option<BudgetUse>,
+    /// What the run's model answers cost, at the prices of their time.
+    pub cost_usd: f64,
 }
 
 /// Why an input was refused; nothing was journaled.
@@ -379,6 +469,14 @@ pub enum Refusal {
     ArgsChanged,
     #[error("the run has already finished")]
     AlreadyFinished,
+    #[error("the run is already paused")]
+    AlreadyPaused,
+    #[error("the run is not paused")]
+    NotPaused,
+    /// A command that cannot apply as given (a budget approval without
+    /// more budget, say); the text says why.
+    #[error("{0}")]
+    Invalid(String),
     /// An answer to something the run no longer waits for; drop it.
     #[error("the input is stale")]
     Stale,
@@ -397,9 +495,25 @@ pub enum Command {
         decided_by: String,
         args_sha256: Option<String>,
         edited_args: Option<serde_json::Value>,
+        /// Budget approvals only: what to add to the run's limits.
+        #[serde(default)]
+        add_tokens: Option<u64>,
+        #[serde(default)]
+        add_cost_usd: Option<f64>,
     },
     Cancel {
         reason: Option<String>,
+        by: String,
+    },
+    Message {
+        text: String,
+        by: String,
+    },
+    Pause {
+        reason: Option<String>,
+        by: String,
+    },
+    Unpause {
         by: String,
     },
 }

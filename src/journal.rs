@@ -24,8 +24,8 @@ mod group;
 pub use group::{Writer, WriterStats};
 
 use crate::agents::AgentName;
+use crate::domain::{BudgetUse, ForkPoint, PendingApproval, RunStatus, RunSummary};
 use crate::domain::{Event, EventBody, RunError};
-use crate::domain::{PendingApproval, RunStatus, RunSummary};
 use crate::llm::Usage;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,17 @@ pub struct RunRecord {
     pub created_by: String,
     /// The instance driving the run now; `null` while it is parked or over.
     pub owner: Option<String>,
+    /// The run this one was forked from, and the last entry copied.
+    pub forked_from: Option<ForkPoint>,
+    /// The limits and their use; `null` for a run without limits.
+    pub budget: Option<BudgetUse>,
+    /// What the run's model answers cost so far, in USD (0 for models
+    /// without a price).
+    pub cost_usd: f64,
+    /// The runs forked from this one (`run_id` the fork, `seq` where it was
+    /// taken), oldest first; only in `GET /api/runs/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forks: Option<Vec<ForkPoint>>,
     /// Only used to detect a reused idempotency key with other content.
     #[serde(skip)]
     pub idempotency_key: Option<String>,
@@ -111,6 +122,10 @@ impl RunRecord {
             trace_id: Some(state.trace.trace_id.clone()),
             created_by: state.created_by.clone(),
             owner: owner.map(str::to_string),
+            forked_from: state.forked_from,
+            budget: summary.budget,
+            cost_usd: summary.cost_usd,
+            forks: None,
             idempotency_key: None,
         }
     }
@@ -152,6 +167,7 @@ pub enum Created {
 
 const RUN_COLUMNS: &str = "id, status, agent, task, created_at, updated_at, pending_approval, \
      usage, result, error, approval_timeout_secs, idempotency_key, trace_id, created_by, owner, \
+     budget, cost_usd, forked_from_run, forked_from_seq, \
      (SELECT max(seq) FROM run_events e WHERE e.run_id = runs.id) AS last_seq";
 
 /// Creates the run and its `RUN_STARTED` entry, unless the idempotency key
@@ -166,6 +182,7 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<Created, Error> {
         approval_timeout_secs,
         trace,
         created_by,
+        budget,
     } = &run.started.body
     else {
         return Err(corrupt(run.id, 1, "a run must start with RUN_STARTED"));
@@ -185,12 +202,28 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<Created, Error> {
     let (_, mut payload) = run.started.body.to_columns();
     storable(&mut payload);
     let trace_id = trace.as_ref().map(|t| t.trace_id.as_str());
+    let budget_json = budget
+        .filter(|b| !b.is_unlimited())
+        .map(|b| {
+            stored_json(
+                &BudgetUse {
+                    max_tokens: b.max_tokens,
+                    max_cost_usd: b.max_cost_usd,
+                    used_tokens: 0,
+                    used_cost_usd: 0.0,
+                },
+                run.id,
+                1,
+            )
+        })
+        .transpose()?;
     let statement = tx
         .prepare_cached(
             "WITH r AS (
                 INSERT INTO runs (id, status, agent, task, approval_timeout_secs, idempotency_key,
-                                  created_at, updated_at, trace_id, created_by, owner, epoch)
-                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6, $8, $9, $11, 1)
+                                  created_at, updated_at, trace_id, created_by, owner, epoch,
+                                  budget)
+                VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6, $8, $9, $11, 1, $12)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING id
             ), e AS (
@@ -216,6 +249,7 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<Created, Error> {
                 created_by,
                 &run.started.key,
                 &run.owner,
+                &budget_json,
             ],
         )
         .await?
@@ -505,6 +539,11 @@ async fn append_entries<C: GenericClient + Sync>(
                 .map(|e| stored_json(e, run, seq))
                 .transpose()?;
             let result = summary.result.as_deref().map(storable_text);
+            let budget = summary
+                .budget
+                .as_ref()
+                .map(|b| stored_json(b, run, seq))
+                .transpose()?;
             let updated_at = events.last().map(|e| e.at);
             // The parked run's durable timer: when its approval expires.
             let wake_at = summary
@@ -519,7 +558,8 @@ async fn append_entries<C: GenericClient + Sync>(
                     "WITH upd AS (
                         UPDATE runs SET status = $8, pending_approval = $9, usage = $10,
                                result = $11, error = $12, updated_at = $13, wake_at = $14,
-                               owner = CASE WHEN $15 THEN NULL ELSE owner END
+                               owner = CASE WHEN $15 THEN NULL ELSE owner END,
+                               budget = $17, cost_usd = $18
                         WHERE id = $1 AND epoch = $16
                         RETURNING 1
                      )
@@ -550,6 +590,8 @@ async fn append_entries<C: GenericClient + Sync>(
                         &wake_at,
                         &append.release,
                         &append.epoch,
+                        &budget,
+                        &summary.cost_usd,
                     ],
                 )
                 .await
@@ -602,28 +644,174 @@ pub async fn get_run(pool: &Pool, run_id: Uuid) -> Result<Option<RunRecord>, Err
         .transpose()
 }
 
+/// Which runs a listing shows (contract sections 3 and 11).
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    /// Matches the task anywhere, case-insensitively.
+    pub q: Option<String>,
+    pub agent: Option<AgentName>,
+    pub created_by: Option<String>,
+}
+
 /// A page of runs, newest first, strictly before the cursor `(created_at, id)`.
 pub async fn list_runs(
     pool: &Pool,
-    status: Option<RunStatus>,
+    filter: &RunFilter,
     before: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<RunRecord>, Error> {
     let client = pool.get().await?;
+    // `q` is matched literally: `%`, `_` and `\` in it are escaped.
+    let pattern = filter.q.as_ref().map(|q| {
+        let escaped = q
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    });
     let statement = client
         .prepare_cached(&format!(
             "SELECT {RUN_COLUMNS} FROM runs
              WHERE ($1::text IS NULL OR status = $1)
                AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+               AND ($5::text IS NULL OR task ILIKE $5)
+               AND ($6::text IS NULL OR agent = $6)
+               AND ($7::text IS NULL OR created_by = $7)
              ORDER BY created_at DESC, id DESC LIMIT $4"
         ))
         .await?;
-    let status = status.map(RunStatus::as_str);
+    let status = filter.status.map(RunStatus::as_str);
+    let agent = filter.agent.map(AgentName::as_str);
     let (before_at, before_id) = before.unzip();
     let rows = client
-        .query(&statement, &[&status, &before_at, &before_id, &limit])
+        .query(
+            &statement,
+            &[
+                &status,
+                &before_at,
+                &before_id,
+                &limit,
+                &pattern,
+                &agent,
+                &filter.created_by,
+            ],
+        )
         .await?;
     rows.iter().map(run_from_row).collect()
+}
+
+/// The runs forked from `run_id`, oldest first: each fork's id, and the
+/// source's entry it was taken at.
+pub async fn forks_of(pool: &Pool, run_id: Uuid) -> Result<Vec<ForkPoint>, Error> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, forked_from_seq FROM runs WHERE forked_from_run = $1
+             ORDER BY created_at, id",
+            &[&run_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| ForkPoint {
+            run_id: row.get(0),
+            seq: row.get::<_, Option<i64>>(1).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// A fork to create: its whole first journal (the copies, `RUN_FORKED`,
+/// the message) and the summary they fold to.
+#[derive(Debug, Clone)]
+pub struct NewFork {
+    pub id: Uuid,
+    pub from: ForkPoint,
+    pub events: Vec<Event>,
+    pub summary: RunSummary,
+    /// The instance that will drive it (epoch 1).
+    pub owner: String,
+    /// The name of the token forking.
+    pub created_by: String,
+    pub trace_id: String,
+    pub limits: Option<RunLimits>,
+}
+
+/// Creates a fork in one transaction: its summary row and its first
+/// entries, unless the forker is over a limit (then nothing).
+#[tracing::instrument(skip_all, fields(run_id = %fork.id))]
+pub async fn create_fork(pool: &Pool, fork: &NewFork) -> Result<Created, Error> {
+    let Some(EventBody::RunStarted {
+        task,
+        agent,
+        approval_timeout_secs,
+        ..
+    }) = fork.events.first().map(|e| &e.body)
+    else {
+        return Err(corrupt(fork.id, 1, "a run must start with RUN_STARTED"));
+    };
+    let at = fork.events.last().map(|e| e.at).unwrap_or_else(now);
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    if let Some(limits) = fork.limits
+        && let Some(limited) = over_limit(&tx, &fork.created_by, at, limits).await?
+    {
+        return Ok(limited);
+    }
+    let (id, seq) = (fork.id, 1);
+    let summary = &fork.summary;
+    let pending = summary
+        .pending_approval
+        .as_ref()
+        .map(|p| stored_json(p, id, seq))
+        .transpose()?;
+    let usage = stored_json(&summary.usage, id, seq)?;
+    let budget = summary
+        .budget
+        .as_ref()
+        .map(|b| stored_json(b, id, seq))
+        .transpose()?;
+    tx.execute(
+        "INSERT INTO runs (id, status, agent, task, approval_timeout_secs, created_at, updated_at,
+                           trace_id, created_by, owner, epoch, pending_approval, usage, budget,
+                           cost_usd, forked_from_run, forked_from_seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15)",
+        &[
+            &id,
+            &summary.status.as_str(),
+            &agent.as_str(),
+            task,
+            &(*approval_timeout_secs as i64),
+            &at,
+            &fork.trace_id,
+            &fork.created_by,
+            &fork.owner,
+            &pending,
+            &usage,
+            &budget,
+            &summary.cost_usd,
+            &fork.from.run_id,
+            &fork.from.seq,
+        ],
+    )
+    .await?;
+    let append = Append {
+        run_id: id,
+        epoch: 1,
+        events: fork.events.clone(),
+        summary: None,
+        release: false,
+        answer: None,
+    };
+    append_entries(&tx, &append, seq).await?;
+    let row = tx
+        .query_one(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
+            &[&id],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Created::New(run_from_row(&row)?))
 }
 
 /// The runs that have not finished, oldest first: they get their actors back
@@ -768,6 +956,17 @@ fn run_from_row(row: &Row) -> Result<RunRecord, Error> {
         trace_id: row.get("trace_id"),
         created_by: row.get("created_by"),
         owner: row.get("owner"),
+        forked_from: row
+            .get::<_, Option<Uuid>>("forked_from_run")
+            .zip(row.get::<_, Option<i64>>("forked_from_seq"))
+            .map(|(run_id, seq)| ForkPoint { run_id, seq }),
+        budget: row
+            .get::<_, Option<serde_json::Value>>("budget")
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| bad("budget"))?,
+        cost_usd: row.get("cost_usd"),
+        forks: None,
         idempotency_key: row.get("idempotency_key"),
     })
 }

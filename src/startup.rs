@@ -175,6 +175,7 @@ impl Application {
                 announcer: cluster::Announcer::start(database.pool.clone(), instance_id.clone()),
             },
             models: Arc::new(models),
+            prices: Arc::new(settings.prices.clone()),
         });
         let registry = RunRegistry::new(deps, run_arbiters());
         let recovered = registry.recover().await;

@@ -156,7 +156,10 @@ impl From<Refusal> for ApiError {
             Refusal::NoPendingApproval => ApiError::NoPendingApproval,
             Refusal::AlreadyDecided => ApiError::AlreadyDecided,
             Refusal::AlreadyFinished => ApiError::AlreadyFinished,
-            Refusal::ArgsChanged => ApiError::Conflict(refusal.to_string()),
+            Refusal::ArgsChanged | Refusal::AlreadyPaused | Refusal::NotPaused => {
+                ApiError::Conflict(refusal.to_string())
+            }
+            Refusal::Invalid(message) => ApiError::InvalidRequest(message),
             Refusal::Stale => ApiError::Unavailable(
                 "the run cannot take commands right now; retry shortly".into(),
             ),

@@ -7,6 +7,7 @@ pub mod error;
 pub mod instances;
 pub mod openapi;
 pub mod runs;
+pub mod steer;
 pub mod tokens;
 pub mod wire;
 pub mod ws;
@@ -91,6 +92,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/runs/{id}/cancel",
         "POST",
         vec![web::post().to(runs::cancel)],
+    ))
+    .service(resource(
+        "/api/runs/{id}/messages",
+        "POST",
+        vec![web::post().to(steer::message)],
+    ))
+    .service(resource(
+        "/api/runs/{id}/pause",
+        "POST",
+        vec![web::post().to(steer::pause)],
+    ))
+    .service(resource(
+        "/api/runs/{id}/unpause",
+        "POST",
+        vec![web::post().to(steer::unpause)],
+    ))
+    .service(resource(
+        "/api/runs/{id}/fork",
+        "POST",
+        vec![web::post().to(steer::fork)],
     ))
     .service(resource(
         "/api/me",

@@ -61,6 +61,12 @@ pub enum EventType {
     RunCompleted,
     RunFailed,
     RunCancelled,
+    OperatorMessage,
+    RunPaused,
+    RunUnpaused,
+    RunForked,
+    BudgetExceeded,
+    BudgetRaised,
 }
 
 /// One journal entry; its `payload` depends on its `type`.
@@ -125,6 +131,10 @@ pub struct Status {
         super::runs::events,
         super::runs::resume,
         super::runs::cancel,
+        super::steer::message,
+        super::steer::pause,
+        super::steer::unpause,
+        super::steer::fork,
         super::tokens::me,
         super::tokens::create,
         super::tokens::list,

@@ -12,7 +12,7 @@ use super::openapi::{Decided, ErrorBody, EventPage, RunPage};
 use super::{ApiError, AppState, read_json};
 use crate::agents::AgentName;
 use crate::config::MAX_APPROVAL_TIMEOUT_SECS;
-use crate::domain::RunStatus;
+use crate::domain::{ApprovalKind, RunStatus};
 use crate::domain::{Command, CommandOutcome};
 use crate::journal::{self, Created, RunLimits, RunRecord};
 use crate::run::registry::CommandError;
@@ -50,6 +50,47 @@ pub struct CreateRun {
     /// The same key again gives the same run; no NUL characters.
     #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
+    /// Limits after which the run waits for an approver to raise them
+    /// (default `AGENT_RUN_MAX_TOKENS`, `AGENT_RUN_MAX_COST_USD`).
+    budget: Option<BudgetBody>,
+}
+
+/// A run's limits as a request gives them.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetBody {
+    /// Tokens, input and output, all agents together.
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    max_tokens: Option<serde_json::Number>,
+    /// USD at the prices of `AGENT_MODEL_PRICES`.
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0)]
+    max_cost_usd: Option<serde_json::Number>,
+}
+
+/// Whole tokens from a JSON number (`1000.0` is 1000), at least 1.
+fn whole_tokens(number: &serde_json::Number, name: &str) -> Result<u64, ApiError> {
+    match number.as_u64() {
+        Some(n) if n >= 1 => Ok(n),
+        Some(_) => Err(ApiError::InvalidRequest(format!(
+            "`{name}` must be at least 1"
+        ))),
+        None => match number.as_f64() {
+            Some(f) if f.fract() == 0.0 && (1.0..9.0e15).contains(&f) => Ok(f as u64),
+            _ => Err(ApiError::InvalidRequest(format!(
+                "`{name}` must be a whole number of tokens, at least 1"
+            ))),
+        },
+    }
+}
+
+/// USD from a JSON number, more than 0.
+fn usd(number: &serde_json::Number, name: &str) -> Result<f64, ApiError> {
+    match number.as_f64() {
+        Some(f) if f.is_finite() && f > 0.0 && f < 1.0e12 => Ok(f),
+        _ => Err(ApiError::InvalidRequest(format!(
+            "`{name}` must be a number of USD greater than 0"
+        ))),
+    }
 }
 
 /// The body of `POST /api/runs/{id}/resume`.
@@ -73,6 +114,12 @@ pub struct ResumeBody {
     /// the model's; they must fit the tool's schema.
     #[schema(value_type = Option<Object>)]
     args: Option<serde_json::Value>,
+    /// A budget approval only: tokens to add to the run's token limit.
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    add_tokens: Option<serde_json::Number>,
+    /// A budget approval only: USD to add to the run's cost limit.
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0)]
+    add_cost_usd: Option<serde_json::Number>,
 }
 
 /// A human's decision on an approval.
@@ -164,6 +211,21 @@ pub async fn create(
         }
     };
     let idempotency_key = idempotency_key(&req, body.idempotency_key)?;
+    let budget = match &body.budget {
+        None => app.settings.default_budget,
+        Some(given) => crate::domain::Budget {
+            max_tokens: given
+                .max_tokens
+                .as_ref()
+                .map(|n| whole_tokens(n, "budget.max_tokens"))
+                .transpose()?,
+            max_cost_usd: given
+                .max_cost_usd
+                .as_ref()
+                .map(|n| usd(n, "budget.max_cost_usd"))
+                .transpose()?,
+        },
+    };
 
     let start = Start {
         run_id: Uuid::new_v4(),
@@ -176,6 +238,7 @@ pub async fn create(
                 .and_then(|v| v.to_str().ok()),
         ),
         created_by: caller.name.clone(),
+        budget,
     };
     let (task, agent) = (start.task.clone(), start.agent);
     let limits = RunLimits {
@@ -295,12 +358,15 @@ fn decode_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
     Some((at, id.parse().ok()?))
 }
 
-/// `GET /api/runs?status=&limit=&before=`
+/// `GET /api/runs?status=&q=&agent=&created_by=&limit=&before=`
 #[utoipa::path(
     get, path = "/api/runs", tag = "runs",
     summary = "List runs, newest first",
     params(
         ("status" = Option<RunStatus>, Query, description = "Only runs with this status"),
+        ("q" = Option<String>, Query, max_length = 200, description = "Only runs whose task contains this text, case-insensitively"),
+        ("agent" = Option<AgentName>, Query, description = "Only runs started on this agent"),
+        ("created_by" = Option<String>, Query, max_length = 64, description = "Only runs created by this token"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Runs per page (default 50)"),
         ("before" = Option<String>, Query, pattern = r"^-?[0-9]{1,16}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
             description = "The `next_before` of the previous page"),
@@ -308,14 +374,41 @@ fn decode_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
     responses((status = 200, description = "A page of runs", body = RunPage))
 )]
 pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let params = query(&req, &["status", "limit", "before"])?;
+    let params = query(
+        &req,
+        &["status", "q", "agent", "created_by", "limit", "before"],
+    )?;
     let status = match params.get("status").map(String::as_str) {
         None => None,
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             ApiError::InvalidRequest(format!(
-                "`status` must be one of pending, running, waiting_approval, completed, failed, cancelled; got `{s}`"
+                "`status` must be one of pending, running, waiting_approval, paused, completed, failed, cancelled; got `{s}`"
             ))
         })?),
+    };
+    let text = |name: &str, max: usize| -> Result<Option<String>, ApiError> {
+        match params.get(name) {
+            None => Ok(None),
+            Some(v) if v.contains('\0') || v.chars().count() > max => {
+                Err(ApiError::InvalidRequest(format!(
+                    "`{name}` must be at most {max} characters, without NUL characters"
+                )))
+            }
+            // An empty filter filters nothing, as a blank search box.
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => Ok(Some(v.clone())),
+        }
+    };
+    let filter = journal::RunFilter {
+        status,
+        q: text("q", 200)?,
+        agent: params
+            .get("agent")
+            .filter(|a| !a.is_empty())
+            .map(|a| a.parse::<AgentName>())
+            .transpose()
+            .map_err(ApiError::InvalidRequest)?,
+        created_by: text("created_by", 64)?,
     };
     let limit = number_param(&params, "limit", 50, 1, 200)?;
     let before = match params.get("before").map(String::as_str) {
@@ -324,7 +417,7 @@ pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResp
             ApiError::InvalidRequest("`before` is not a cursor this server gave out".into())
         })?),
     };
-    let runs = journal::list_runs(&app.pool, status, before, limit).await?;
+    let runs = journal::list_runs(&app.pool, &filter, before, limit).await?;
     let next_before = (runs.len() as i64 == limit)
         .then(|| runs.last().map(encode_cursor))
         .flatten();
@@ -351,9 +444,10 @@ pub async fn get(
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = run_id(&path)?;
-    let run = journal::get_run(&app.pool, id)
+    let mut run = journal::get_run(&app.pool, id)
         .await?
         .ok_or_else(ApiError::run_not_found)?;
+    run.forks = Some(journal::forks_of(&app.pool, id).await?);
     Ok(HttpResponse::Ok().json(run))
 }
 
@@ -459,12 +553,27 @@ pub async fn resume(
         if let Some(pending) = run
             .pending_approval
             .as_ref()
-            .filter(|p| p.approval_id == approval_id)
+            .filter(|p| p.approval_id == approval_id && p.kind == ApprovalKind::Tool)
         {
             tools::check_args(&pending.tool, args).map_err(|e| {
                 ApiError::InvalidRequest(format!("the edited arguments do not fit the tool: {e}"))
             })?;
         }
+    }
+    let add_tokens = body
+        .add_tokens
+        .as_ref()
+        .map(|n| whole_tokens(n, "add_tokens"))
+        .transpose()?;
+    let add_cost_usd = body
+        .add_cost_usd
+        .as_ref()
+        .map(|n| usd(n, "add_cost_usd"))
+        .transpose()?;
+    if !approved && (add_tokens.is_some() || add_cost_usd.is_some()) {
+        return Err(ApiError::InvalidRequest(
+            "`add_tokens` and `add_cost_usd` go with `approved` only".into(),
+        ));
     }
     let command = Command::Decide {
         approval_id,
@@ -473,6 +582,8 @@ pub async fn resume(
         decided_by: caller.name.clone(),
         args_sha256: body.args_sha256.clone(),
         edited_args: body.args.clone(),
+        add_tokens,
+        add_cost_usd,
     };
     send(&app, id, command).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -530,7 +641,7 @@ pub async fn cancel(
 /// Sends a human's command to the run, wherever it is driven, and waits
 /// until the run's owner journaled it (or refused it). A finished run
 /// refuses every command; nobody drives it, so its journal answers.
-async fn send(app: &AppState, id: Uuid, command: Command) -> Result<(), ApiError> {
+pub(super) async fn send(app: &AppState, id: Uuid, command: Command) -> Result<(), ApiError> {
     let run = journal::get_run(&app.pool, id)
         .await?
         .ok_or_else(ApiError::run_not_found)?;
@@ -568,6 +679,8 @@ async fn refuse_from_journal(app: &AppState, id: Uuid, input: Input) -> Result<(
         jitter: 0.0,
         max_iterations: app.settings.max_iterations,
         models: Default::default(),
+        prices: Default::default(),
+        busy: false,
     };
     match state::step(&mut run, input, &env) {
         Err(refusal) => Err(refusal.into()),

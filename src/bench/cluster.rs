@@ -93,6 +93,7 @@ impl Instance {
                 announcer: Announcer::start(pool.clone(), id),
             },
             models: Arc::new(models),
+            prices: Default::default(),
             cluster,
         });
         let arbiters = crate::startup::run_arbiters();

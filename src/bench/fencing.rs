@@ -22,6 +22,8 @@ pub async fn run(pool: &Pool) -> anyhow::Result<()> {
         usage: Default::default(),
         result: None,
         error: None,
+        budget: None,
+        cost_usd: 0.0,
     };
     let mut seq = 1;
     let mut next = |with_summary: bool| {
@@ -126,12 +128,18 @@ async fn append_unfenced(pool: &Pool, append: &Append) -> anyhow::Result<()> {
                 .map(serde_json::to_value)
                 .transpose()?;
             let wake_at: Option<chrono::DateTime<chrono::Utc>> = None;
+            let budget = summary
+                .budget
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()?;
             let statement = client
                 .prepare_cached(
                     "WITH upd AS (
                         UPDATE runs SET status = $8, pending_approval = $9, usage = $10,
                                result = $11, error = $12, updated_at = $13, wake_at = $14,
-                               owner = CASE WHEN $15 THEN NULL ELSE owner END
+                               owner = CASE WHEN $15 THEN NULL ELSE owner END,
+                               budget = $16, cost_usd = $17
                         WHERE id = $1
                         RETURNING 1
                      )
@@ -161,6 +169,8 @@ async fn append_unfenced(pool: &Pool, append: &Append) -> anyhow::Result<()> {
                         &Some(event.at),
                         &wake_at,
                         &append.release,
+                        &budget,
+                        &summary.cost_usd,
                     ],
                 )
                 .await?

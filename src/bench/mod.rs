@@ -212,6 +212,8 @@ pub async fn run(
         usage: Default::default(),
         result: None,
         error: None,
+        budget: None,
+        cost_usd: 0.0,
     };
     let mut seq = 1;
     for (name, with_summary) in [
@@ -285,6 +287,7 @@ pub async fn run(
                 announcer: crate::cluster::Announcer::silent(),
             },
             models: Arc::new(HashMap::from([(AgentName::Coding, "instant".to_string())])),
+            prices: Default::default(),
             // Runs made here are this instance's (epoch 1); nobody else claims them.
             cluster: crate::cluster::Cluster::new(
                 "bench".into(),
@@ -431,6 +434,7 @@ fn new_start(approval_timeout_secs: u64) -> crate::run::state::Start {
         approval_timeout_secs,
         trace: crate::telemetry::trace::TraceRef::new(None),
         created_by: CREATOR.into(),
+        budget: Default::default(),
     }
 }
 

@@ -45,6 +45,8 @@ pub fn parked_run(
         jitter: 0.0,
         max_iterations: 10,
         models: models.clone(),
+        prices: Default::default(),
+        busy: false,
     };
     let (mut state, started) = state::start(super::new_start(approval_timeout_secs), &env());
     let called = state::step(&mut state, Input::Wake, &env())?;

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cluster",
         include_str!("../../migrations/0004_cluster.sql"),
     ),
+    (
+        5,
+        "operator control",
+        include_str!("../../migrations/0005_operator_control.sql"),
+    ),
 ];
 
 /// Any 64-bit number unique to this application: the advisory lock that lets

@@ -61,6 +61,8 @@ pub struct RunDeps {
     pub cluster: crate::cluster::Cluster,
     /// The model each agent uses, read once from the client.
     pub models: Arc<HashMap<AgentName, String>>,
+    /// What model answers cost.
+    pub prices: Arc<super::prices::Prices>,
 }
 
 impl RunDeps {
@@ -73,6 +75,8 @@ impl RunDeps {
             jitter: random.as_u64_pair().0 as f64 / (u64::MAX as f64 + 1.0),
             max_iterations: self.max_iterations,
             models: self.models.clone(),
+            prices: self.prices.clone(),
+            busy: false,
         }
     }
 }
@@ -400,7 +404,8 @@ impl RunActor {
         if self.done {
             return Err(Refusal::Stale);
         }
-        let env = self.deps.env();
+        let mut env = self.deps.env();
+        env.busy = self.in_flight.is_some() || self.timer.is_some();
         let Some(state) = self.state.as_mut() else {
             return Err(Refusal::Stale);
         };
@@ -420,10 +425,12 @@ impl RunActor {
             self.perform(transition.effect, ctx);
             return Ok(());
         }
-        // A run that will wait for a human, or has ended, needs no driver:
-        // it is given back in the same statement.
+        // A run that will wait for a human, is paused with nothing in
+        // flight, or has ended, needs no driver: it is given back in the
+        // same statement.
         let release = match &transition.effect {
             Effect::AwaitApproval { expires_at, .. } => *expires_at > env.now,
+            Effect::Paused => self.in_flight.is_none(),
             Effect::Finished => true,
             _ => false,
         };
@@ -654,6 +661,18 @@ impl RunActor {
                     self.give_back(ctx);
                 }
             }
+            Effect::Paused => {
+                // What is in flight finishes and is journaled (its input
+                // steps here again); a retry's wait is dropped, the journal
+                // says to call again once unpaused.
+                if let Some(timer) = self.timer.take() {
+                    ctx.cancel_future(timer);
+                }
+                if self.in_flight.is_none() {
+                    self.give_back(ctx);
+                }
+            }
+            Effect::Working => {}
             Effect::Finished => self.give_back(ctx),
         }
     }

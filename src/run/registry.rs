@@ -16,10 +16,11 @@ use uuid::Uuid;
 
 use super::actor::{Abandon, CheckInbox, Release, RunActor, RunDeps, Shutdown};
 use super::observer::Committed;
-use super::state::{self, Start};
+use super::state::{self, Fork, Start};
 use crate::cluster::{self, Claim, Notice};
 use crate::domain::{Command, CommandOutcome};
-use crate::journal::{self, Created, NewRun, RunLimits};
+use crate::domain::{ForkPoint, Refusal};
+use crate::journal::{self, Created, NewFork, NewRun, RunLimits};
 
 /// A cheap cloneable handle to the registry.
 #[derive(Clone)]
@@ -154,6 +155,76 @@ impl RunRegistry {
         }
         self.creating().remove(&run_id);
         Ok(created)
+    }
+
+    /// Forks a run: `copied` are the source's entries `1..=fork.from_seq`;
+    /// the fork's first transition (`state::fork`) is committed with them
+    /// unless the forker is over a limit, and the fork is driven here like a
+    /// new run. The observer sees only the fork's own entries: the copies
+    /// were counted and traced with the source.
+    pub async fn fork(
+        &self,
+        copied: &[crate::domain::Event],
+        fork: Fork,
+        limits: Option<RunLimits>,
+    ) -> Result<Result<Created, Refusal>, journal::Error> {
+        let run_id = fork.run_id;
+        let deps = &self.inner.deps;
+        let from = ForkPoint {
+            run_id: fork.from_run_id,
+            seq: fork.from_seq,
+        };
+        let (created_by, trace_id) = (fork.by.clone(), fork.trace.trace_id.clone());
+        let (state, transition) = match state::fork(copied, fork, &deps.env()) {
+            Ok(forked) => forked,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let summary = state.summary();
+        let mut events = copied.to_vec();
+        events.extend(transition.events.iter().cloned());
+        let new_fork = NewFork {
+            id: run_id,
+            from,
+            events,
+            summary: summary.clone(),
+            owner: deps.cluster.id().to_string(),
+            created_by,
+            trace_id,
+            limits,
+        };
+        let began = Instant::now();
+        let _creating = self.inner.claiming.read().await;
+        self.creating().insert(run_id);
+        let created = journal::create_fork(&deps.pool, &new_fork).await;
+        let created = match created {
+            Ok(created) => created,
+            Err(error) => {
+                self.creating().remove(&run_id);
+                return Err(error);
+            }
+        };
+        if let Created::New(_) = &created {
+            deps.observer.committed(
+                &Committed {
+                    run_id,
+                    state: &state,
+                    events: &transition.events,
+                    summary: &summary,
+                    summary_changed: true,
+                    pending_before: None,
+                    agent_call: state.current_agent_call(),
+                    elapsed: began.elapsed(),
+                    owner: Some(deps.cluster.id()),
+                },
+                &tracing::info_span!("run", run_id = %run_id),
+            );
+            let claim = Claim { run_id, epoch: 1 };
+            self.spawn(claim, move |deps, release| {
+                RunActor::new_run(state, 1, deps, release)
+            });
+        }
+        self.creating().remove(&run_id);
+        Ok(Ok(created))
     }
 
     /// Drives a run this instance claimed: an actor that loads its journal.

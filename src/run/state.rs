@@ -15,10 +15,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::prices::Prices;
 pub use crate::domain::Refusal;
 use crate::domain::{
-    AgentName, ApprovalKind, Command, Decision, Event, EventBody, PendingApproval, RunError,
-    RunStatus, RunSummary, ToolCall, TraceRef, Usage,
+    AgentName, ApprovalKind, Budget, BudgetUse, Command, Decision, Event, EventBody, ForkPoint,
+    PendingApproval, RunError, RunStatus, RunSummary, ToolCall, TraceRef, Usage,
 };
 use crate::llm::{self, Message, ModelAnswer};
 use crate::tools::{self, ToolOutcome};
@@ -106,6 +107,21 @@ pub struct RunState {
     began: bool,
     usage: BTreeMap<String, Usage>,
     outcome: Option<Outcome>,
+    /// The limits, as started and raised since.
+    budget: Budget,
+    /// The cost of every model answer so far, in USD.
+    cost_usd: f64,
+    paused: bool,
+    /// Operators' messages the acting agent has not read yet, as the
+    /// model will read them; given with the next model call.
+    notes: Vec<String>,
+    /// `OPERATOR_MESSAGE` entries so far (for their keys).
+    messages: u32,
+    /// The answers of delegated agents that finished, by their `delegate`
+    /// call: the call's result, should it not be journaled yet (a fork
+    /// taken between the two entries).
+    delegated: HashMap<String, String>,
+    pub forked_from: Option<ForkPoint>,
 }
 
 /// What the actor hands the state machine besides the input: everything
@@ -120,6 +136,12 @@ pub struct Env {
     pub max_iterations: u32,
     /// The model each agent uses; shared, as it is the same for every step.
     pub models: std::sync::Arc<HashMap<AgentName, String>>,
+    /// What model answers cost.
+    pub prices: std::sync::Arc<Prices>,
+    /// Whether the actor has a model call, a tool or a retry's wait under
+    /// way: an input that is not its result (an operator's message, a
+    /// pause) is journaled, and nothing new is planned until it returns.
+    pub busy: bool,
 }
 
 impl Env {
@@ -155,12 +177,26 @@ pub enum Input {
         /// Arguments to run the tool with instead (only with approval;
         /// checked against the tool's schema by the caller).
         edited_args: Option<serde_json::Value>,
+        /// For a budget approval: what to add to the limits.
+        add_tokens: Option<u64>,
+        add_cost_usd: Option<f64>,
     },
     ApprovalExpired {
         approval_id: Uuid,
     },
     Cancel {
         reason: Option<String>,
+        by: String,
+    },
+    Message {
+        text: String,
+        by: String,
+    },
+    Pause {
+        reason: Option<String>,
+        by: String,
+    },
+    Unpause {
         by: String,
     },
 }
@@ -175,6 +211,8 @@ impl From<Command> for Input {
                 decided_by,
                 args_sha256,
                 edited_args,
+                add_tokens,
+                add_cost_usd,
             } => Input::Decide {
                 approval_id,
                 approved,
@@ -182,8 +220,13 @@ impl From<Command> for Input {
                 decided_by,
                 args_sha256,
                 edited_args,
+                add_tokens,
+                add_cost_usd,
             },
             Command::Cancel { reason, by } => Input::Cancel { reason, by },
+            Command::Message { text, by } => Input::Message { text, by },
+            Command::Pause { reason, by } => Input::Pause { reason, by },
+            Command::Unpause { by } => Input::Unpause { by },
         }
     }
 }
@@ -214,6 +257,10 @@ pub enum Effect {
     },
     /// Step again at once with `Input::Wake` (after `start`).
     Continue,
+    /// Paused: start nothing; park once the work in flight is journaled.
+    Paused,
+    /// Nothing to do until the work under way returns.
+    Working,
     /// The run is over.
     Finished,
 }
@@ -235,6 +282,7 @@ pub struct Start {
     pub trace: TraceRef,
     /// The name of the token creating it.
     pub created_by: String,
+    pub budget: Budget,
 }
 
 /// A run's first transition: its `RUN_STARTED` entry, and then stepping on
@@ -269,8 +317,72 @@ pub fn started_entry(start: Start, at: DateTime<Utc>) -> Event {
             approval_timeout_secs: start.approval_timeout_secs,
             trace: Some(start.trace),
             created_by: start.created_by,
+            budget: (!start.budget.is_unlimited()).then_some(start.budget),
         },
     }
+}
+
+/// What a fork is made of (contract section 11).
+#[derive(Debug, Clone)]
+pub struct Fork {
+    /// The new run's id.
+    pub run_id: Uuid,
+    pub from_run_id: Uuid,
+    /// The last entry of the source that the fork copies.
+    pub from_seq: i64,
+    /// The name of the token forking.
+    pub by: String,
+    /// The fork's own trace.
+    pub trace: TraceRef,
+    /// An operator's message the fork starts with.
+    pub message: Option<String>,
+}
+
+/// A fork's first transition: the state the copied entries `prefix` fold
+/// to, then its `RUN_FORKED` entry (and the message), and stepping on at
+/// once. What the copies hold is in the state and is never done again; what
+/// was in flight at the fork point follows the recovery rules, and an
+/// approval that waited there is asked again. Refused for a prefix that
+/// ends the run.
+pub fn fork(prefix: &[Event], fork: Fork, env: &Env) -> Result<(RunState, Transition), Refusal> {
+    let Some(mut state) = self::fold(fork.run_id, prefix) else {
+        return Err(Refusal::Invalid(
+            "a fork must copy at least the source's first entry".into(),
+        ));
+    };
+    if state.is_terminal() {
+        return Err(Refusal::Invalid(
+            "the entry at at_seq ends the run; fork from an entry before it".into(),
+        ));
+    }
+    let mut builder = Builder {
+        state: &mut state,
+        env,
+        events: Vec::new(),
+    };
+    let agent = Some(builder.state.current_agent());
+    builder.push(
+        agent,
+        "forked".into(),
+        EventBody::RunForked {
+            from_run_id: fork.from_run_id,
+            from_seq: fork.from_seq,
+            by: fork.by.clone(),
+            trace: Some(fork.trace),
+        },
+    );
+    if let Some(text) = fork.message {
+        let key = format!("message:{}", builder.state.messages + 1);
+        builder.push(agent, key, EventBody::OperatorMessage { text, by: fork.by });
+    }
+    let events = builder.events;
+    Ok((
+        state,
+        Transition {
+            events,
+            effect: Effect::Continue,
+        },
+    ))
 }
 
 /// Rebuilds a run's state from its whole journal.
@@ -314,6 +426,7 @@ impl RunState {
             approval_timeout_secs,
             trace,
             created_by,
+            budget,
         } = &first.body
         else {
             return None;
@@ -342,6 +455,13 @@ impl RunState {
             began: false,
             usage: BTreeMap::new(),
             outcome: None,
+            budget: budget.unwrap_or_default(),
+            cost_usd: 0.0,
+            paused: false,
+            notes: Vec::new(),
+            messages: 0,
+            delegated: HashMap::new(),
+            forked_from: None,
         })
     }
 
@@ -350,6 +470,7 @@ impl RunState {
             (Some(Outcome::Completed(_)), _) => RunStatus::Completed,
             (Some(Outcome::Failed(_)), _) => RunStatus::Failed,
             (Some(Outcome::Cancelled), _) => RunStatus::Cancelled,
+            (None, _) if self.paused => RunStatus::Paused,
             (None, Some(_)) => RunStatus::WaitingApproval,
             (None, None) if self.began => RunStatus::Running,
             (None, None) => RunStatus::Pending,
@@ -358,6 +479,39 @@ impl RunState {
 
     pub fn is_terminal(&self) -> bool {
         self.outcome.is_some()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Tokens used so far, input and output, all agents.
+    pub fn used_tokens(&self) -> u64 {
+        self.usage
+            .values()
+            .map(|u| u.input_tokens + u.output_tokens)
+            .sum()
+    }
+
+    /// The budget and its use; `None` for a run without limits.
+    pub fn budget_use(&self) -> Option<BudgetUse> {
+        (!self.budget.is_unlimited()).then(|| BudgetUse {
+            max_tokens: self.budget.max_tokens,
+            max_cost_usd: self.budget.max_cost_usd,
+            used_tokens: self.used_tokens(),
+            used_cost_usd: self.cost_usd,
+        })
+    }
+
+    /// Whether the run may not call a model before its budget is raised.
+    fn over_budget(&self) -> bool {
+        self.budget
+            .max_tokens
+            .is_some_and(|max| self.used_tokens() >= max)
+            || self
+                .budget
+                .max_cost_usd
+                .is_some_and(|max| self.cost_usd >= max)
     }
 
     pub fn pending_approval(&self) -> Option<&PendingApproval> {
@@ -393,6 +547,8 @@ impl RunState {
                 Some(Outcome::Failed(error)) => Some(error.clone()),
                 _ => None,
             },
+            budget: self.budget_use(),
+            cost_usd: self.cost_usd,
         }
     }
 
@@ -417,16 +573,26 @@ impl RunState {
             EventBody::LlmCalled { attempt, .. } => {
                 self.began = true;
                 self.outstanding_attempt = Some(*attempt);
+                // The call carries the operators' messages: read now.
+                let notes = std::mem::take(&mut self.notes);
+                if let Some(frame) = self.frames.last_mut() {
+                    frame.final_answer = None;
+                    frame
+                        .messages
+                        .extend(notes.into_iter().map(|text| Message::User { text }));
+                }
             }
             EventBody::AgentThought {
                 agent,
                 text,
                 tool_calls,
                 usage,
+                cost_usd,
                 ..
             } => {
                 self.outstanding_attempt = None;
                 self.thoughts += 1;
+                self.cost_usd += cost_usd.unwrap_or(0.0);
                 self.usage
                     .entry(agent.as_str().to_string())
                     .or_default()
@@ -543,9 +709,12 @@ impl RunState {
                     call.needs_approval = true;
                 }
             }
-            EventBody::AgentFinished { .. } => {
-                if self.frames.len() > 1 {
-                    self.frames.pop();
+            EventBody::AgentFinished { result, .. } => {
+                if self.frames.len() > 1
+                    && let Some(frame) = self.frames.pop()
+                    && let Some(call) = frame.parent_call
+                {
+                    self.delegated.insert(call, result.clone());
                 }
             }
             EventBody::RunCompleted { result } => {
@@ -553,9 +722,105 @@ impl RunState {
             }
             EventBody::RunFailed { error } => self.outcome = Some(Outcome::Failed(error.clone())),
             EventBody::RunCancelled { .. } => self.outcome = Some(Outcome::Cancelled),
+            EventBody::OperatorMessage { text, by } => {
+                self.messages += 1;
+                self.notes.push(operator_note(by, text));
+            }
+            EventBody::RunPaused { .. } => self.paused = true,
+            EventBody::RunUnpaused { .. } => self.paused = false,
+            EventBody::RunForked {
+                from_run_id,
+                from_seq,
+                by,
+                trace,
+            } => {
+                self.forked_from = Some(ForkPoint {
+                    run_id: *from_run_id,
+                    seq: *from_seq,
+                });
+                self.created_by = by.clone();
+                if let Some(trace) = trace {
+                    self.trace = trace.clone();
+                }
+                // The fork goes on, whatever its source was doing.
+                self.paused = false;
+                // Whatever waited at the fork point is asked again in the
+                // fork, with its own id and deadline: the source's id stays
+                // the source's.
+                if let Some(pending) = self.pending.take() {
+                    self.approvals.remove(&pending.approval_id);
+                }
+            }
+            EventBody::BudgetExceeded {
+                approval_id,
+                used_tokens,
+                max_tokens,
+                used_cost_usd,
+                max_cost_usd,
+                expires_at,
+            } => {
+                self.approvals.insert(*approval_id, None);
+                let args = serde_json::json!({
+                    "used_tokens": used_tokens,
+                    "max_tokens": max_tokens,
+                    "used_cost_usd": used_cost_usd,
+                    "max_cost_usd": max_cost_usd,
+                });
+                self.pending = Some(PendingApproval {
+                    approval_id: *approval_id,
+                    kind: ApprovalKind::Budget,
+                    call_id: String::new(),
+                    agent: event.agent.unwrap_or(self.current_agent()),
+                    tool: BUDGET_TOOL.into(),
+                    args_sha256: crate::jcs::sha256_hex(&args),
+                    args,
+                    requested_at: event.at,
+                    expires_at: *expires_at,
+                });
+            }
+            EventBody::BudgetRaised {
+                approval_id,
+                max_tokens,
+                max_cost_usd,
+                ..
+            } => {
+                self.approvals
+                    .insert(*approval_id, Some(Decision::Approved));
+                self.pending.take_if(|p| p.approval_id == *approval_id);
+                self.budget = Budget {
+                    max_tokens: *max_tokens,
+                    max_cost_usd: *max_cost_usd,
+                };
+            }
         }
         if self.outcome.is_some() {
             self.pending = None;
+        }
+    }
+
+    /// The calls of the acting agent's latest answer that have no
+    /// `TOOL_CALLED` entry.
+    fn unrecorded_calls(&self) -> Vec<ToolCall> {
+        let Some(frame) = self.frames.last() else {
+            return Vec::new();
+        };
+        if frame
+            .open_calls
+            .iter()
+            .all(|id| self.calls.contains_key(id))
+        {
+            return Vec::new();
+        }
+        match frame.messages.iter().rev().find_map(|m| match m {
+            Message::Assistant { tool_calls, .. } => Some(tool_calls),
+            _ => None,
+        }) {
+            Some(calls) => calls
+                .iter()
+                .filter(|c| !self.calls.contains_key(&c.call_id))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
         }
     }
 
@@ -568,6 +833,16 @@ impl RunState {
             .find(|id| self.calls.get(*id).is_some_and(|c| !c.has_result))
             .cloned()
     }
+}
+
+/// The `tool` of a budget approval in `pending_approval`.
+pub const BUDGET_TOOL: &str = "budget";
+
+/// An operator's message as the model reads it.
+fn operator_note(by: &str, text: &str) -> String {
+    format!(
+        "Message from the human operator `{by}` (sent while you work; take it into account):\n\n{text}"
+    )
 }
 
 impl Frame {
@@ -593,7 +868,8 @@ struct Builder<'a> {
 enum Next {
     Append(Vec<(Option<AgentName>, String, EventBody)>),
     Effect {
-        prefix: (Option<AgentName>, String, EventBody),
+        /// Boxed: an entry is much larger than the other variants.
+        prefix: Box<(Option<AgentName>, String, EventBody)>,
         effect: Effect,
     },
     Idle(Effect),
@@ -690,6 +966,8 @@ impl Builder<'_> {
                 decided_by,
                 args_sha256,
                 edited_args,
+                add_tokens,
+                add_cost_usd,
             } => {
                 self.check_decidable(approval_id)?;
                 if let Some(seen) = args_sha256
@@ -700,6 +978,29 @@ impl Builder<'_> {
                         .is_some_and(|p| !p.args_sha256.eq_ignore_ascii_case(seen.trim()))
                 {
                     return Err(Refusal::ArgsChanged);
+                }
+                let budget = self
+                    .state
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.kind == ApprovalKind::Budget);
+                if budget {
+                    if edited_args.is_some() {
+                        return Err(Refusal::Invalid(
+                            "a budget approval has no arguments to edit; send add_tokens or add_cost_usd".into(),
+                        ));
+                    }
+                    if approved {
+                        self.raise_budget(approval_id, add_tokens, add_cost_usd, decided_by)?;
+                    } else {
+                        self.resume(approval_id, Decision::Rejected, feedback, decided_by, None);
+                    }
+                    return Ok(None);
+                }
+                if add_tokens.is_some() || add_cost_usd.is_some() {
+                    return Err(Refusal::Invalid(
+                        "add_tokens and add_cost_usd answer a budget approval; this one is for a tool call".into(),
+                    ));
                 }
                 let (decision, edited_args) = if approved {
                     (Decision::Approved, edited_args)
@@ -736,8 +1037,90 @@ impl Builder<'_> {
                     EventBody::RunCancelled { reason, by },
                 );
             }
+            Input::Message { text, by } => {
+                if self.state.is_terminal() {
+                    return Err(Refusal::AlreadyFinished);
+                }
+                let key = format!("message:{}", self.state.messages + 1);
+                self.push(agent, key, EventBody::OperatorMessage { text, by });
+            }
+            Input::Pause { reason, by } => {
+                if self.state.is_terminal() {
+                    return Err(Refusal::AlreadyFinished);
+                }
+                if self.state.paused {
+                    return Err(Refusal::AlreadyPaused);
+                }
+                let key = format!("paused:{}", self.state.last_seq + 1);
+                self.push(agent, key, EventBody::RunPaused { reason, by });
+            }
+            Input::Unpause { by } => {
+                if self.state.is_terminal() {
+                    return Err(Refusal::AlreadyFinished);
+                }
+                if !self.state.paused {
+                    return Err(Refusal::NotPaused);
+                }
+                let key = format!("unpaused:{}", self.state.last_seq + 1);
+                self.push(agent, key, EventBody::RunUnpaused { by });
+            }
         }
         Ok(None)
+    }
+
+    /// Approves more budget: each limit the run has grows by what is added
+    /// to it (a dimension without a limit stays without one), and the new
+    /// limits must let the run go on.
+    fn raise_budget(
+        &mut self,
+        approval_id: Uuid,
+        add_tokens: Option<u64>,
+        add_cost_usd: Option<f64>,
+        by: String,
+    ) -> Result<(), Refusal> {
+        if add_tokens.is_none() && add_cost_usd.is_none() {
+            return Err(Refusal::Invalid(
+                "approving a budget needs add_tokens or add_cost_usd (or both)".into(),
+            ));
+        }
+        let old = self.state.budget;
+        let raised = Budget {
+            max_tokens: old
+                .max_tokens
+                .map(|max| max.saturating_add(add_tokens.unwrap_or(0))),
+            max_cost_usd: old
+                .max_cost_usd
+                .map(|max| max + add_cost_usd.unwrap_or(0.0)),
+        };
+        let used_tokens = self.state.used_tokens();
+        if let Some(max) = raised.max_tokens.filter(|max| used_tokens >= *max) {
+            return Err(Refusal::Invalid(format!(
+                "the run used {used_tokens} tokens; a limit of {max} still stops it: add more than {} tokens",
+                used_tokens - max
+            )));
+        }
+        if let Some(max) = raised
+            .max_cost_usd
+            .filter(|max| self.state.cost_usd >= *max)
+        {
+            return Err(Refusal::Invalid(format!(
+                "the run used {:.6} USD; a limit of {max:.6} USD still stops it: add more than {:.6} USD",
+                self.state.cost_usd,
+                self.state.cost_usd - max
+            )));
+        }
+        let agent = self.state.pending.as_ref().map(|p| p.agent);
+        self.push(
+            agent,
+            format!("budget-raised:{approval_id}"),
+            EventBody::BudgetRaised {
+                approval_id,
+                max_tokens: raised.max_tokens,
+                max_cost_usd: raised.max_cost_usd,
+                by,
+            },
+        );
+        Ok(())
     }
 
     fn check_decidable(&self, approval_id: Uuid) -> Result<(), Refusal> {
@@ -759,6 +1142,21 @@ impl Builder<'_> {
         edited_args: Option<serde_json::Value>,
     ) {
         let agent = self.state.pending.as_ref().map(|p| p.agent);
+        let budget = self
+            .state
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.kind == ApprovalKind::Budget);
+        let failure = budget.then(|| RunError {
+            code: "budget_exceeded".into(),
+            message: match decision {
+                Decision::Expired => format!(
+                    "the run reached its budget and nobody raised it within {} seconds",
+                    self.state.approval_timeout_secs
+                ),
+                _ => format!("the run reached its budget and `{decided_by}` declined to raise it"),
+            },
+        });
         self.push(
             agent,
             format!("resumed:{approval_id}"),
@@ -770,10 +1168,18 @@ impl Builder<'_> {
                 edited_args,
             },
         );
+        if let Some(error) = failure {
+            self.push(agent, TERMINAL_KEY.into(), EventBody::RunFailed { error });
+        }
     }
 
     fn accept_answer(&mut self, answer: ModelAnswer) {
         let agent = self.state.current_agent();
+        let requested = self.env.model_for(agent);
+        let cost_usd = self
+            .env
+            .prices
+            .cost(&[answer.model.as_str(), requested.as_str()], answer.usage);
         let thought = self.state.thoughts + 1;
         let mut seen: HashSet<String> = HashSet::new();
         let tool_calls: Vec<ToolCall> = answer
@@ -806,6 +1212,7 @@ impl Builder<'_> {
                 text: answer.text,
                 tool_calls: tool_calls.clone(),
                 usage: answer.usage,
+                cost_usd,
             },
         );
         for call in tool_calls {
@@ -841,7 +1248,7 @@ impl Builder<'_> {
                     }
                 }
                 Next::Effect { prefix, effect } => {
-                    let (agent, key, body) = prefix;
+                    let (agent, key, body) = *prefix;
                     self.push(agent, key, body);
                     return effect;
                 }
@@ -861,17 +1268,52 @@ impl Builder<'_> {
                 expires_at: pending.expires_at,
             });
         }
+        if state.paused {
+            return Next::Idle(Effect::Paused);
+        }
+        if self.env.busy {
+            return Next::Idle(Effect::Working);
+        }
         // A `frames` stack is never empty: `AGENT_FINISHED` keeps the root.
         let Some(frame) = state.frames.last() else {
             return Next::Idle(Effect::Finished);
         };
         let agent = Some(frame.agent);
 
+        // Calls of the latest answer not journaled yet: a fork taken
+        // between an `AGENT_THOUGHT` and its `TOOL_CALLED` entries.
+        let unrecorded = state.unrecorded_calls();
+        if !unrecorded.is_empty() {
+            return Next::Append(
+                unrecorded
+                    .into_iter()
+                    .map(|call| {
+                        (
+                            agent,
+                            format!("tool-called:{}", call.call_id),
+                            EventBody::ToolCalled {
+                                dangerous: tools::is_dangerous(&call.tool),
+                                call_id: call.call_id,
+                                tool: call.tool,
+                                args: call.args,
+                            },
+                        )
+                    })
+                    .collect(),
+            );
+        }
+
         if let Some(call_id) = state.first_open_call() {
             return self.next_for_call(frame, call_id);
         }
 
-        if let Some(answer) = &frame.final_answer {
+        // An agent that answered while an operator's message was on its
+        // way reads it before it is done.
+        if let Some(answer) = frame
+            .final_answer
+            .as_ref()
+            .filter(|_| state.notes.is_empty())
+        {
             return Next::Append(match &frame.parent_call {
                 Some(parent_call) => vec![
                     (
@@ -920,11 +1362,34 @@ impl Builder<'_> {
                 },
             )]);
         }
+        if state.over_budget() {
+            let approval_id = self.env.fresh_id;
+            let timeout = chrono::Duration::seconds(state.approval_timeout_secs as i64);
+            return Next::Append(vec![(
+                agent,
+                format!("budget-exceeded:{approval_id}"),
+                EventBody::BudgetExceeded {
+                    approval_id,
+                    used_tokens: state.used_tokens(),
+                    max_tokens: state.budget.max_tokens,
+                    used_cost_usd: state.cost_usd,
+                    max_cost_usd: state.budget.max_cost_usd,
+                    expires_at: self.env.now + timeout,
+                },
+            )]);
+        }
         let attempt = state.outstanding_attempt.map_or(1, |a| a + 1);
         let model = self.env.model_for(frame.agent);
         let thought = state.thoughts + 1;
+        let mut messages = frame.messages.clone();
+        messages.extend(
+            state
+                .notes
+                .iter()
+                .map(|text| Message::User { text: text.clone() }),
+        );
         Next::Effect {
-            prefix: (
+            prefix: Box::new((
                 agent,
                 format!("llm-called:{thought}:{attempt}"),
                 EventBody::LlmCalled {
@@ -932,12 +1397,12 @@ impl Builder<'_> {
                     model: model.clone(),
                     attempt,
                 },
-            ),
+            )),
             effect: Effect::CallModel {
                 agent: frame.agent,
                 model,
                 attempt,
-                messages: frame.messages.clone(),
+                messages,
             },
         }
     }
@@ -981,6 +1446,21 @@ impl Builder<'_> {
             ));
         }
         if call.tool == "delegate" {
+            if let Some(result) = state.delegated.get(&call_id) {
+                // The agent finished; only its answer is not journaled yet.
+                return Next::Append(vec![(
+                    agent,
+                    format!("tool-result:{call_id}"),
+                    EventBody::ToolResult {
+                        call_id: call_id.clone(),
+                        tool: "delegate".into(),
+                        ok: true,
+                        output: result.clone(),
+                        exit_code: None,
+                        duration_ms: 0,
+                    },
+                )]);
+            }
             return match parse_delegate(&call.args) {
                 Ok((child, task)) => Next::Append(vec![(
                     Some(child),
@@ -1017,14 +1497,14 @@ impl Builder<'_> {
             }
         }
         Next::Effect {
-            prefix: (
+            prefix: Box::new((
                 agent,
                 format!("tool-started:{call_id}:{}", call.starts + 1),
                 EventBody::ToolStarted {
                     call_id: call_id.clone(),
                     tool: call.tool.clone(),
                 },
-            ),
+            )),
             effect: Effect::RunTool {
                 agent: frame.agent,
                 call_id: call_id.clone(),

@@ -46,6 +46,7 @@ impl Sim {
                 approval_timeout_secs: 60,
                 trace: None,
                 created_by: "alice".into(),
+                budget: None,
             },
         };
         Sim {
@@ -63,6 +64,13 @@ impl Sim {
                         .map(|a| (a, format!("model-{a}")))
                         .collect::<HashMap<_, _>>(),
                 ),
+                prices: std::sync::Arc::new(
+                    Prices::parse(Some(
+                        r#"{"model-x": {"input_per_mtok": 1000, "output_per_mtok": 5000}}"#,
+                    ))
+                    .unwrap(),
+                ),
+                busy: false,
             },
             commits: vec![1],
             next_id: 1000,
@@ -156,6 +164,8 @@ impl Sim {
             decided_by: "test".into(),
             args_sha256: None,
             edited_args: None,
+            add_tokens: None,
+            add_cost_usd: None,
         })
     }
 
@@ -170,6 +180,8 @@ impl Sim {
             decided_by: "bob".into(),
             args_sha256: Some(seen.into()),
             edited_args: edited,
+            add_tokens: None,
+            add_cost_usd: None,
         })
     }
 
@@ -902,4 +914,571 @@ fn a_crash_inside_a_delegated_agent_resumes_in_that_agent() {
         .filter(|e| e.body.type_name() == "TOOL_RESULT")
         .count();
     assert_eq!(results, 1);
+}
+
+// Operator control (contract section 11).
+
+impl Sim {
+    fn busy_step(&mut self, input: Input) -> Result<Effect, Refusal> {
+        self.env.busy = true;
+        let effect = self.step(input);
+        self.env.busy = false;
+        effect
+    }
+
+    fn with_budget(agent: AgentName, budget: Budget) -> Sim {
+        let mut sim = Sim::new(agent, "spend");
+        let EventBody::RunStarted { budget: b, .. } = &mut sim.journal[0].body else {
+            unreachable!()
+        };
+        *b = Some(budget);
+        sim.state = fold(sim.run_id, &sim.journal).unwrap();
+        sim
+    }
+
+    fn raise(&mut self, tokens: Option<u64>, usd: Option<f64>) -> Result<Effect, Refusal> {
+        let approval_id = self.state.pending_approval().expect("pending").approval_id;
+        self.step(Input::Decide {
+            approval_id,
+            approved: true,
+            feedback: None,
+            decided_by: "carol".into(),
+            args_sha256: None,
+            edited_args: None,
+            add_tokens: tokens,
+            add_cost_usd: usd,
+        })
+    }
+
+    /// A fork of this run at `at_seq`, driven by hand from its first step.
+    fn fork_at(&self, at_seq: usize, message: Option<&str>) -> (Sim, Effect) {
+        let env = Env {
+            fresh_id: Uuid::from_u128(self.next_id + 500),
+            ..self.env.clone()
+        };
+        let fork_id = Uuid::from_u128(99);
+        let (mut state, transition) = fork(
+            &self.journal[..at_seq],
+            Fork {
+                run_id: fork_id,
+                from_run_id: self.run_id,
+                from_seq: at_seq as i64,
+                by: "dave".into(),
+                trace: TraceRef {
+                    trace_id: "f".repeat(32),
+                    span_id: "e".repeat(16),
+                    parent_span_id: None,
+                    sampled: true,
+                },
+                message: message.map(str::to_string),
+            },
+            &env,
+        )
+        .unwrap();
+        let mut journal = self.journal[..at_seq].to_vec();
+        journal.extend(transition.events);
+        assert_eq!(transition.effect, Effect::Continue);
+        let mut sim = Sim {
+            run_id: fork_id,
+            state: state.clone(),
+            journal,
+            env,
+            commits: vec![at_seq],
+            next_id: self.next_id + 600,
+        };
+        sim.commits.push(sim.journal.len());
+        let effect = sim.step(Input::Wake).unwrap();
+        // The fork's fold is the state that drove it.
+        let refolded = fold(fork_id, &sim.journal).unwrap();
+        assert_eq!(refolded.summary(), sim.state.summary());
+        state = refolded;
+        assert_eq!(state.created_by, "dave");
+        assert_eq!(state.trace.trace_id, "f".repeat(32));
+        (sim, effect)
+    }
+}
+
+fn user_texts(messages: &[Message]) -> Vec<&str> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::User { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_operator_message_is_read_before_the_next_model_call() {
+    let mut sim = Sim::new(AgentName::Coding, "list it");
+    sim.step(Input::Wake).unwrap();
+    // Sent while the model call is out: journaled, nothing else happens.
+    let effect = sim
+        .busy_step(Input::Message {
+            text: "use ls -la".into(),
+            by: "olga".into(),
+        })
+        .unwrap();
+    assert_eq!(effect, Effect::Working);
+    assert_eq!(sim.last_types(), ["OPERATOR_MESSAGE"]);
+    let EventBody::OperatorMessage { text, by } = &sim.journal.last().unwrap().body else {
+        unreachable!()
+    };
+    assert_eq!((text.as_str(), by.as_str()), ("use ls -la", "olga"));
+
+    let effect = sim.answer("looking", &[("list_files", json!({}))]).unwrap();
+    let effect = sim.finish_tool(&effect, "a.txt").unwrap();
+    // After the tool's result, in the next call, as a user message.
+    let messages = model_messages(&effect);
+    assert!(matches!(
+        messages[messages.len() - 2],
+        Message::ToolResult { .. }
+    ));
+    let Message::User { text } = messages.last().unwrap() else {
+        panic!("{messages:?}")
+    };
+    assert!(
+        text.contains("use ls -la") && text.contains("olga"),
+        "{text}"
+    );
+    // Read once: the call after holds it where it was, not again.
+    let effect = sim.answer("more", &[("list_files", json!({}))]).unwrap();
+    let effect = sim.finish_tool(&effect, "b.txt").unwrap();
+    let texts = user_texts(model_messages(&effect));
+    assert_eq!(texts.iter().filter(|t| t.contains("use ls -la")).count(), 1);
+    // A second message gets its own key; a finished run refuses one.
+    sim.busy_step(Input::Message {
+        text: "wrap up".into(),
+        by: "olga".into(),
+    })
+    .unwrap();
+    let keys: Vec<&str> = sim.journal.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"message:1") && keys.contains(&"message:2"));
+    sim.answer("done", &[]).unwrap();
+    assert_eq!(sim.last_types(), ["AGENT_THOUGHT", "LLM_CALLED"]);
+    sim.answer("done, wrapped up", &[]).unwrap();
+    assert_eq!(sim.state.status(), RunStatus::Completed);
+    assert_eq!(
+        sim.step(Input::Message {
+            text: "late".into(),
+            by: "olga".into()
+        }),
+        Err(Refusal::AlreadyFinished)
+    );
+}
+
+#[test]
+fn a_message_to_a_waiting_run_is_read_after_the_decision() {
+    let mut sim = Sim::new(AgentName::Coding, "clean up");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("shell", json!({"command": "rm -r build"}))])
+        .unwrap();
+    let effect = sim
+        .step(Input::Message {
+            text: "keep the logs".into(),
+            by: "olga".into(),
+        })
+        .unwrap();
+    assert!(matches!(effect, Effect::AwaitApproval { .. }), "{effect:?}");
+    assert_eq!(sim.state.status(), RunStatus::WaitingApproval);
+    let effect = sim.decide(true, None).unwrap();
+    let effect = sim.finish_tool(&effect, "").unwrap();
+    let texts = user_texts(model_messages(&effect));
+    assert!(texts.last().unwrap().contains("keep the logs"));
+}
+
+#[test]
+fn a_message_reaches_a_delegated_agent_that_already_answered() {
+    let mut sim = Sim::new(AgentName::Orchestrator, "fix");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("delegate", json!({"agent": "coding", "task": "t"}))])
+        .unwrap();
+    sim.busy_step(Input::Message {
+        text: "also add a test".into(),
+        by: "olga".into(),
+    })
+    .unwrap();
+    // The child answered without reading it: it reads it before it is done.
+    let effect = sim.answer("fixed", &[]).unwrap();
+    assert_eq!(sim.last_types(), ["AGENT_THOUGHT", "LLM_CALLED"]);
+    let Effect::CallModel {
+        agent, messages, ..
+    } = &effect
+    else {
+        panic!("{effect:?}")
+    };
+    assert_eq!(*agent, AgentName::Coding);
+    assert!(
+        matches!(&messages[messages.len() - 2], Message::Assistant { text, .. } if text == "fixed")
+    );
+    sim.answer("fixed, with a test", &[]).unwrap();
+    assert_eq!(
+        sim.last_types(),
+        [
+            "AGENT_THOUGHT",
+            "AGENT_FINISHED",
+            "TOOL_RESULT",
+            "LLM_CALLED"
+        ]
+    );
+}
+
+#[test]
+fn pause_holds_new_work_lets_work_in_flight_finish_and_survives_a_fold() {
+    let mut sim = Sim::new(AgentName::Coding, "list it");
+    sim.step(Input::Wake).unwrap();
+    let effect = sim
+        .busy_step(Input::Pause {
+            reason: Some("lunch".into()),
+            by: "olga".into(),
+        })
+        .unwrap();
+    assert_eq!(effect, Effect::Paused);
+    assert_eq!(sim.last_types(), ["RUN_PAUSED"]);
+    assert_eq!(sim.state.status(), RunStatus::Paused);
+    assert_eq!(
+        sim.step(Input::Pause {
+            reason: None,
+            by: "olga".into()
+        }),
+        Err(Refusal::AlreadyPaused)
+    );
+    // The call in flight comes back: journaled, and its tool does not start.
+    let effect = sim.answer("looking", &[("list_files", json!({}))]).unwrap();
+    assert_eq!(effect, Effect::Paused);
+    assert_eq!(sim.last_types(), ["AGENT_THOUGHT", "TOOL_CALLED"]);
+    // Folded again (after a restart), still paused, and a wake does nothing.
+    let mut again = sim.recovered(sim.journal.len());
+    assert_eq!(again.state.status(), RunStatus::Paused);
+    assert_eq!(again.step(Input::Wake).unwrap(), Effect::Paused);
+    assert_eq!(again.journal.len(), sim.journal.len());
+    // Unpaused, it goes on where it stopped.
+    let effect = again.step(Input::Unpause { by: "olga".into() }).unwrap();
+    assert_eq!(again.last_types(), ["RUN_UNPAUSED", "TOOL_STARTED"]);
+    assert!(matches!(effect, Effect::RunTool { .. }));
+    assert_eq!(
+        again.step(Input::Unpause { by: "olga".into() }),
+        Err(Refusal::NotPaused)
+    );
+    assert_eq!(again.state.status(), RunStatus::Running);
+}
+
+#[test]
+fn a_paused_run_that_crashed_mid_call_calls_again_once_unpaused() {
+    let mut sim = Sim::new(AgentName::Coding, "list it");
+    sim.step(Input::Wake).unwrap();
+    sim.busy_step(Input::Pause {
+        reason: None,
+        by: "olga".into(),
+    })
+    .unwrap();
+    // The answer never came (killed): unpausing re-sends the call.
+    let mut again = sim.recovered(sim.journal.len());
+    let effect = again.step(Input::Unpause { by: "olga".into() }).unwrap();
+    assert!(
+        matches!(effect, Effect::CallModel { attempt: 2, .. }),
+        "{effect:?}"
+    );
+}
+
+#[test]
+fn a_budget_in_tokens_waits_for_an_approver_who_raises_it() {
+    let mut sim = Sim::with_budget(
+        AgentName::Coding,
+        Budget {
+            max_tokens: Some(20),
+            max_cost_usd: None,
+        },
+    );
+    sim.step(Input::Wake).unwrap();
+    let effect = sim.answer("a", &[("list_files", json!({}))]).unwrap();
+    // 12 tokens used of 20: the next call goes out.
+    let effect = sim.finish_tool(&effect, "x").unwrap();
+    assert!(matches!(effect, Effect::CallModel { .. }));
+    let effect = sim.answer("b", &[("list_files", json!({}))]).unwrap();
+    // 24 of 20: the call about to start waits for an approver instead.
+    let effect = sim.finish_tool(&effect, "y").unwrap();
+    assert_eq!(sim.last_types(), ["TOOL_RESULT", "BUDGET_EXCEEDED"]);
+    assert!(matches!(effect, Effect::AwaitApproval { .. }));
+    let EventBody::BudgetExceeded {
+        used_tokens,
+        max_tokens,
+        ..
+    } = &sim.journal.last().unwrap().body
+    else {
+        unreachable!()
+    };
+    assert_eq!((*used_tokens, *max_tokens), (24, Some(20)));
+    let summary = sim.state.summary();
+    assert_eq!(summary.status, RunStatus::WaitingApproval);
+    let pending = summary.pending_approval.unwrap();
+    assert_eq!(pending.kind, ApprovalKind::Budget);
+    assert_eq!(pending.tool, BUDGET_TOOL);
+    assert_eq!(pending.args["used_tokens"], 24);
+    assert_eq!(summary.budget.unwrap().used_tokens, 24);
+
+    // Without more budget, with arguments, or too little: refused.
+    assert!(matches!(sim.raise(None, None), Err(Refusal::Invalid(_))));
+    assert!(matches!(sim.raise(Some(4), None), Err(Refusal::Invalid(_))));
+    assert!(matches!(sim.decide_with_args(), Err(Refusal::Invalid(_))));
+    let effect = sim.raise(Some(100), None).unwrap();
+    assert_eq!(sim.last_types(), ["BUDGET_RAISED", "LLM_CALLED"]);
+    assert!(matches!(effect, Effect::CallModel { .. }));
+    let EventBody::BudgetRaised { max_tokens, by, .. } = &sim.journal[sim.journal.len() - 2].body
+    else {
+        unreachable!()
+    };
+    assert_eq!((*max_tokens, by.as_str()), (Some(120), "carol"));
+    assert_eq!(sim.state.summary().budget.unwrap().max_tokens, Some(120));
+    // The fold agrees.
+    let folded = fold(sim.run_id, &sim.journal).unwrap();
+    assert_eq!(folded.summary(), sim.state.summary());
+}
+
+#[test]
+fn a_budget_in_usd_rejected_or_expired_fails_the_run() {
+    for expire in [false, true] {
+        let mut sim = Sim::with_budget(
+            AgentName::Coding,
+            Budget {
+                max_tokens: None,
+                max_cost_usd: Some(0.03),
+            },
+        );
+        sim.step(Input::Wake).unwrap();
+        let effect = sim.answer("a", &[("list_files", json!({}))]).unwrap();
+        let effect = sim.finish_tool(&effect, "x").unwrap();
+        assert!(matches!(effect, Effect::CallModel { .. }));
+        assert!((sim.state.summary().cost_usd - 0.02).abs() < 1e-12);
+        let effect = sim.answer("b", &[("list_files", json!({}))]).unwrap();
+        sim.finish_tool(&effect, "y").unwrap();
+        assert_eq!(sim.last_types(), ["TOOL_RESULT", "BUDGET_EXCEEDED"]);
+        let pending = sim.state.pending_approval().unwrap().clone();
+        // A tool's `add_*` does not apply to it, nor edits.
+        if expire {
+            sim.env.now = pending.expires_at;
+            sim.step(Input::ApprovalExpired {
+                approval_id: pending.approval_id,
+            })
+            .unwrap();
+        } else {
+            sim.decide(false, Some("enough")).unwrap();
+        }
+        assert_eq!(sim.last_types(), ["RUN_RESUMED", "RUN_FAILED"]);
+        let summary = sim.state.summary();
+        assert_eq!(summary.status, RunStatus::Failed);
+        assert_eq!(summary.error.unwrap().code, "budget_exceeded");
+    }
+}
+
+#[test]
+fn a_tool_approval_refuses_more_budget() {
+    let mut sim = Sim::new(AgentName::Coding, "clean up");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("shell", json!({"command": "true"}))])
+        .unwrap();
+    assert!(matches!(
+        sim.raise(Some(10), None),
+        Err(Refusal::Invalid(_))
+    ));
+}
+
+impl Sim {
+    fn decide_with_args(&mut self) -> Result<Effect, Refusal> {
+        let approval_id = self.state.pending_approval().expect("pending").approval_id;
+        self.step(Input::Decide {
+            approval_id,
+            approved: true,
+            feedback: None,
+            decided_by: "carol".into(),
+            args_sha256: None,
+            edited_args: Some(json!({"command": "x"})),
+            add_tokens: Some(100),
+            add_cost_usd: None,
+        })
+    }
+}
+
+/// A run of the orchestrator that delegates, whose coding agent runs a
+/// safe tool and an approved shell command: every kind of entry a fork can
+/// be taken at.
+fn forkable() -> Sim {
+    let mut sim = Sim::new(AgentName::Orchestrator, "fix");
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("delegate", json!({"agent": "coding", "task": "t"}))])
+        .unwrap();
+    let effect = sim.answer("", &[("list_files", json!({}))]).unwrap();
+    sim.finish_tool(&effect, "a.txt").unwrap();
+    sim.answer("", &[("shell", json!({"command": "make"}))])
+        .unwrap();
+    let effect = sim.decide(true, None).unwrap();
+    sim.finish_tool(&effect, "built").unwrap();
+    sim.answer("made it", &[]).unwrap();
+    sim.answer("all done", &[]).unwrap();
+    assert_eq!(sim.state.status(), RunStatus::Completed);
+    sim
+}
+
+fn seq_of(sim: &Sim, ty: &str, nth: usize) -> usize {
+    sim.journal
+        .iter()
+        .filter(|e| e.body.type_name() == ty)
+        .nth(nth)
+        .unwrap()
+        .seq as usize
+}
+
+#[test]
+fn a_fork_at_any_entry_never_redoes_what_it_copied() {
+    let source = forkable();
+    let last = source.journal.len();
+    for at in 1..last {
+        let (fork, effect) = source.fork_at(at, None);
+        let copied = &fork.journal[..at];
+        assert_eq!(copied, &source.journal[..at]);
+        assert_eq!(fork.journal[at].body.type_name(), "RUN_FORKED");
+        assert_eq!(fork.state.forked_from.unwrap().seq, at as i64);
+        // Whatever the fork does first is never a result the copies hold.
+        let done: HashSet<String> = copied
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::ToolResult { call_id, .. } => Some(call_id.clone()),
+                _ => None,
+            })
+            .collect();
+        match &effect {
+            Effect::RunTool { call_id, .. } => assert!(!done.contains(call_id), "at {at}"),
+            Effect::CallModel { .. } => {
+                // Only a call without an answer in the copies is (re)sent.
+                let answered = copied
+                    .iter()
+                    .filter(|e| e.body.type_name() == "AGENT_THOUGHT")
+                    .count();
+                let called = copied
+                    .iter()
+                    .filter(|e| e.body.type_name() == "LLM_CALLED")
+                    .count();
+                let new_calls = fork.journal[at..]
+                    .iter()
+                    .filter(|e| e.body.type_name() == "LLM_CALLED")
+                    .count();
+                assert_eq!(new_calls, 1, "at {at}");
+                assert!(called == answered || called == answered + 1, "at {at}");
+            }
+            Effect::AwaitApproval { approval_id, .. } => {
+                // Asked again, with an id of the fork's own.
+                assert!(
+                    copied
+                        .iter()
+                        .all(|e| !e.key.contains(&approval_id.to_string()))
+                );
+            }
+            // At the top agent's final answer: done, with that answer.
+            Effect::Finished => {
+                assert_eq!(at, last - 1);
+                assert_eq!(fork.types()[at..], ["RUN_FORKED", "RUN_COMPLETED"]);
+            }
+            other => panic!("at {at}: {other:?}"),
+        }
+        // No second result for a call, no entry key twice.
+        let mut keys = HashSet::new();
+        for e in &fork.journal {
+            assert!(keys.insert(e.key.clone()), "at {at}: key {} twice", e.key);
+        }
+    }
+    // At the final entry: refused.
+    let refused = fork(
+        &source.journal,
+        Fork {
+            run_id: Uuid::from_u128(5),
+            from_run_id: source.run_id,
+            from_seq: last as i64,
+            by: "dave".into(),
+            trace: source.state.trace.clone(),
+            message: None,
+        },
+        &source.env,
+    );
+    assert!(matches!(refused, Err(Refusal::Invalid(_))));
+}
+
+#[test]
+fn a_fork_at_a_pending_approval_asks_again_and_one_at_an_answer_goes_on() {
+    let source = forkable();
+    // At the RUN_SUSPENDED of `make`: a new approval, the old id unknown.
+    let at = seq_of(&source, "RUN_SUSPENDED", 0);
+    let (mut fork, effect) = source.fork_at(at, Some("be careful"));
+    assert_eq!(
+        fork.types()[at..],
+        ["RUN_FORKED", "OPERATOR_MESSAGE", "RUN_SUSPENDED"]
+    );
+    let Effect::AwaitApproval { approval_id, .. } = effect else {
+        panic!("{effect:?}")
+    };
+    let EventBody::RunSuspended {
+        approval_id: old, ..
+    } = &source.journal[at - 1].body
+    else {
+        unreachable!()
+    };
+    assert_ne!(approval_id, *old);
+    assert_eq!(
+        fork.decide_id(*old, true, None),
+        Err(Refusal::NoPendingApproval)
+    );
+    let effect = fork.decide(true, None).unwrap();
+    let Effect::RunTool { tool, .. } = &effect else {
+        panic!("{effect:?}")
+    };
+    assert_eq!(tool, "shell");
+    // The message is read by the acting agent (coding) after the result.
+    let effect = fork.finish_tool(&effect, "built again").unwrap();
+    let texts = user_texts(model_messages(&effect));
+    assert!(texts.last().unwrap().contains("be careful"));
+
+    // At the RUN_RESUMED: approved there, so the command just runs.
+    let at = seq_of(&source, "RUN_RESUMED", 0);
+    let (fork, effect) = source.fork_at(at, None);
+    assert!(matches!(effect, Effect::RunTool { ref tool, .. } if tool == "shell"));
+    assert_eq!(fork.types()[at..], ["RUN_FORKED", "TOOL_STARTED"]);
+
+    // At the TOOL_STARTED of the approved command: it may have run in the
+    // source, so a human decides again.
+    let at = seq_of(&source, "TOOL_STARTED", 1);
+    let (fork, _) = source.fork_at(at, None);
+    assert_eq!(
+        fork.types()[at..],
+        ["RUN_FORKED", "TOOL_INTERRUPTED", "RUN_SUSPENDED"]
+    );
+
+    // At the coding agent's final answer: its result goes up without a
+    // new call of the coding agent.
+    let at = seq_of(&source, "AGENT_THOUGHT", 3);
+    let (fork, effect) = source.fork_at(at, None);
+    assert_eq!(
+        fork.types()[at..],
+        ["RUN_FORKED", "AGENT_FINISHED", "TOOL_RESULT", "LLM_CALLED"]
+    );
+    assert!(matches!(
+        effect,
+        Effect::CallModel {
+            agent: AgentName::Orchestrator,
+            ..
+        }
+    ));
+    // Between AGENT_FINISHED and its TOOL_RESULT: the answer is not redone.
+    let at = seq_of(&source, "AGENT_FINISHED", 0);
+    let (fork, _) = source.fork_at(at, None);
+    assert_eq!(
+        fork.types()[at..],
+        ["RUN_FORKED", "TOOL_RESULT", "LLM_CALLED"]
+    );
+    // Between an AGENT_THOUGHT and its TOOL_CALLED: the call is recorded,
+    // the model not asked again.
+    let at = seq_of(&source, "AGENT_THOUGHT", 1);
+    let (fork, _) = source.fork_at(at, None);
+    assert_eq!(
+        fork.types()[at..],
+        ["RUN_FORKED", "TOOL_CALLED", "TOOL_STARTED"]
+    );
 }

@@ -53,6 +53,7 @@ async fn new_run(pool: &deadpool_postgres::Pool) -> Uuid {
         approval_timeout_secs: 60,
         trace: agent_server::telemetry::trace::TraceRef::new(None),
         created_by: "test".into(),
+        budget: Default::default(),
     };
     let run = NewRun {
         id,
@@ -90,6 +91,8 @@ async fn a_stale_writer_cannot_fork_the_history() {
         usage: Default::default(),
         result: None,
         error: None,
+        budget: None,
+        cost_usd: 0.0,
     };
     let err = journal::append(
         &pool,
@@ -149,6 +152,8 @@ async fn a_writer_whose_run_was_claimed_again_writes_nothing() {
         usage: Default::default(),
         result: None,
         error: None,
+        budget: None,
+        cost_usd: 0.0,
     };
     for append in [
         put(run, vec![entry(3, "b")], None),

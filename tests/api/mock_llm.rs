@@ -23,6 +23,27 @@ pub enum Reply {
     },
     /// Never answers: the request hangs until the client gives up.
     Hang,
+    /// Answers with the inner reply once the gate is opened (`Gate::open`).
+    Gated(Gate, Box<Reply>),
+}
+
+/// Holds a gated reply back until a test opens it.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    pub fn open(&self) {
+        self.0.add_permits(1);
+    }
+
+    /// `reply`, held back by this gate.
+    pub fn hold(&self, reply: Reply) -> Reply {
+        Reply::Gated(self.clone(), Box::new(reply))
+    }
 }
 
 impl Reply {
@@ -147,7 +168,7 @@ async fn complete(
     data: web::Data<Shared>,
 ) -> HttpResponse {
     let (script, aborted) = data.get_ref();
-    let reply = {
+    let mut reply = {
         let mut script = script.lock().unwrap();
         script.requests.push(body.into_inner());
         let traceparent = req
@@ -161,7 +182,14 @@ async fn complete(
             .pop_front()
             .unwrap_or_else(|| Reply::text("done"))
     };
+    while let Reply::Gated(gate, inner) = reply {
+        if let Ok(permit) = gate.0.acquire().await {
+            permit.forget();
+        }
+        reply = *inner;
+    }
     match reply {
+        Reply::Gated(..) => unreachable!("unwrapped above"),
         Reply::Answer(body) => HttpResponse::Ok().json(body),
         Reply::Status {
             code,

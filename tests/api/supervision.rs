@@ -42,6 +42,7 @@ async fn a_failed_actor_restarts_from_its_journal_and_touches_no_other_run() {
         text: "answered elsewhere".into(),
         tool_calls: vec![],
         usage: Usage::default(),
+        cost_usd: None,
     }
     .to_columns();
     client
