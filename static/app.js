@@ -73,8 +73,8 @@ let olderCursorLoaded = false;
 let creating = null;
 
 const runView = new RunView(els.runView, {
-  onCancel: async (id) => {
-    const run = await api.cancel(id);
+  onCancel: async (id, reason) => {
+    const run = await api.cancel(id, reason);
     store.putSummary(run);
     scheduleRender();
   },
