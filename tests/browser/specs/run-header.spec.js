@@ -35,8 +35,12 @@ test('total time, time waiting for a human, tokens, and the result once, as Mark
   await expect(waited).toContainText('waiting for humans (waiting now)');
   await expect.poll(async () => Number(await waited.getAttribute('data-ms')), { timeout: 10_000 }).toBeGreaterThanOrEqual(2000);
   await expect(page.getByTestId('run-tokens')).toHaveText('1,200 tokens');
-  // This server reports no cost: none is shown.
-  await expect(page.getByTestId('run-cost')).toBeHidden();
+  // A cost shows only when the run JSON carries one (the server is adding
+  // it: `budget.used_cost_usd` or `cost_usd`); none is made up.
+  const json = await rest.getRun(baseURL, run.id);
+  const cost = json.budget?.used_cost_usd ?? json.cost_usd;
+  if (typeof cost === 'number') await expect(page.getByTestId('run-cost')).toHaveText(/^\$\d+\.\d+$/);
+  else await expect(page.getByTestId('run-cost')).toBeHidden();
 
   await page.getByTestId('approve-button').click();
   await expect(page.getByTestId('run-status')).toHaveText('completed');
