@@ -78,10 +78,16 @@ export const api = {
   signOut() {
     return request('DELETE', '/api/session', undefined, { aboutSession: true });
   },
-  /** `{runs, next_before}`, newest first. */
-  listRuns({ status, limit = 50, before } = {}) {
+  /** `{runs, next_before}`, newest first; `status`, `q` (in the task,
+   * ignoring case), `agent` and `created_by` filter when given, and only
+   * then are they sent: a server that does not know a parameter refuses
+   * the request (400). */
+  listRuns({ status, q, agent, created_by: createdBy, limit = 50, before } = {}) {
     const query = new URLSearchParams({ limit: String(limit) });
     if (status) query.set('status', status);
+    if (q) query.set('q', q);
+    if (agent) query.set('agent', agent);
+    if (createdBy) query.set('created_by', createdBy);
     if (before) query.set('before', before);
     return request('GET', `/api/runs?${query}`);
   },
@@ -114,7 +120,9 @@ export const api = {
   instances() {
     return request('GET', '/api/instances');
   },
-  cancel(id) {
-    return request('POST', `${runPath(id)}/cancel`, { reason: 'cancelled from the dashboard' });
+  /** Cancels with the reason the human gave (kept in `RUN_CANCELLED`),
+   * or none. */
+  cancel(id, reason) {
+    return request('POST', `${runPath(id)}/cancel`, reason ? { reason } : {});
   },
 };

@@ -1,7 +1,10 @@
 // app.js: the dashboard's entry point. It wires the session, the store, the
-// REST client, the WebSocket and the views together, and owns the run list,
-// the new-run form, the status filter, the connection indicator and the URL
-// hash (`#/runs/{id}`), which keeps the selected run across reloads.
+// REST client, the WebSocket and the views together, and owns the run list
+// with its filters and search (kept in the URL's query, `?status=&q=&agent=
+// &created_by=`, beside the hash `#/runs/{id}` that keeps the selected run,
+// so both survive a reload and can be shared), the inbox of every approval
+// waiting across runs (its count also in the tab's title), the new-run
+// form, and the connection indicator.
 //
 // Nothing runs until the page is signed in (session.js): then the list, the
 // selected run and the WebSocket start; signed out, they all stop, and the
@@ -33,6 +36,14 @@ const POLL_MS = 2500;
 const LIST_REFRESH_MS = 30_000;
 /** Runs fetched per page of the list. */
 const PAGE_SIZE = 50;
+/** Waiting runs fetched per page for the inbox, and the pages read at most:
+ * more waiting runs than this is a backlog no page lists usefully. */
+const INBOX_PAGE_SIZE = 200;
+const INBOX_PAGES = 5;
+/** How long typing must pause before a search is sent. */
+const TYPING_MS = 300;
+/** The list's filters, as they appear in the URL's query. */
+const FILTERS = ['status', 'q', 'agent', 'created_by'];
 
 const store = new Store();
 const byId = (id) => document.getElementById(id);
@@ -46,6 +57,13 @@ const els = {
   submit: byId('submit-run'),
   formError: byId('form-error'),
   filter: byId('status-filter'),
+  search: byId('search-input'),
+  agentFilter: byId('agent-filter'),
+  createdByFilter: byId('created-by-filter'),
+  filterNote: byId('filter-note'),
+  inbox: byId('inbox-list'),
+  inboxCount: byId('inbox-count'),
+  inboxEmpty: byId('inbox-empty'),
   list: byId('run-list'),
   listEmpty: byId('list-empty'),
   loadMore: byId('load-more'),
@@ -62,7 +80,12 @@ let me = null;
 /** What those roles allow (`permissions` in session.js). */
 let can = permissions([]);
 let selectedId = null;
-let filter = '';
+/** The list's filters (`FILTERS`); empty strings filter nothing. */
+let filters = filtersFromUrl();
+/** Whether the server filters by `q`, `agent` and `created_by`. After it
+ * refused them (400), until the filters change, the page asks without them
+ * and filters what it has loaded. */
+let serverFilters = true;
 /** The cursor for older runs under the current filter; null at the end. */
 let olderCursor = null;
 /** Whether older runs were loaded under this filter: then the cursor has
@@ -73,8 +96,8 @@ let olderCursorLoaded = false;
 let creating = null;
 
 const runView = new RunView(els.runView, {
-  onCancel: async (id) => {
-    const run = await api.cancel(id);
+  onCancel: async (id, reason) => {
+    const run = await api.cancel(id, reason);
     store.putSummary(run);
     scheduleRender();
   },
@@ -106,6 +129,7 @@ const live = new Live({
   onConnected: () => {
     for (const journal of store.journals.values()) journal.forgetStreaming();
     refreshList();
+    refreshInbox();
     instances.refresh();
     if (selectedId) refreshRun(selectedId, { events: false });
   },
@@ -125,17 +149,71 @@ function render() {
   renderTimer = null;
   if (!me) return;
   renderList();
+  const waiting = renderInbox();
+  // The tab says how many approvals wait, so a page in the background
+  // still tells someone who may decide.
+  const count = waiting ? `(${waiting}) ` : '';
+  els.app.dataset.selected = selectedId ? 'true' : 'false';
   if (selectedId) {
     const run = store.effectiveRun(selectedId);
     if (run) {
       runView.render(run, store.journal(selectedId));
       instances.markDriver(driverOf(run).owner);
-      document.title = `${run.status} · ${String(run.task ?? '').slice(0, 40)} · agent-server`;
+      document.title = `${count}${run.status} · ${String(run.task ?? '').slice(0, 40)} · agent-server`;
+    } else {
+      document.title = `${count}agent-server`;
     }
   } else {
     instances.markDriver(null);
-    document.title = 'agent-server';
+    document.title = `${count}agent-server`;
   }
+}
+
+/** Inbox entries by run id, kept like the list's items. */
+const inboxItems = new Map();
+
+/** The inbox: every run this tab knows to be waiting for an approval,
+ * oldest request first, each leading to its run. The runs come from
+ * `GET /api/runs?status=waiting_approval` and stay current through the
+ * WebSocket's run summaries and the journal of the open run. Returns how
+ * many wait. */
+function renderInbox() {
+  const runs = store.listed({ status: 'waiting_approval' });
+  const requested = (run) => Date.parse(run.pending_approval?.requested_at ?? run.updated_at) || 0;
+  runs.sort((a, b) => requested(a) - requested(b) || (a.id < b.id ? -1 : 1));
+  const wanted = new Set(runs.map((run) => run.id));
+  for (const [id, item] of inboxItems) {
+    if (!wanted.has(id)) {
+      item.remove();
+      inboxItems.delete(id);
+    }
+  }
+  runs.forEach((run, index) => {
+    let item = inboxItems.get(run.id);
+    if (!item) {
+      item = h('li', { class: 'inbox-item', 'data-testid': 'inbox-item', 'data-run-id': run.id },
+        h('a', { href: `#/runs/${encodeURIComponent(run.id)}` },
+          h('span', { class: 'inbox-what' }),
+          h('span', { class: 'age' }),
+          h('span', { class: 'task' })));
+      inboxItems.set(run.id, item);
+    }
+    const [what, when, task] = item.firstChild.children;
+    const pending = run.pending_approval;
+    const kind = pending?.kind === 'budget' ? 'a budget raise' : pending?.tool ? pending.tool : 'a decision';
+    setText(what, `${pending?.agent ?? run.agent} wants ${kind}`);
+    setText(when, pending?.requested_at ? age(pending.requested_at) : '');
+    setText(task, run.task ?? '');
+    item.dataset.approvalId = pending?.approval_id ?? '';
+    const link = item.firstChild;
+    if (run.id === selectedId) link.setAttribute('aria-current', 'true');
+    else link.removeAttribute('aria-current');
+    const here = els.inbox.children[index];
+    if (here !== item) els.inbox.insertBefore(item, here ?? null);
+  });
+  setText(els.inboxCount, String(runs.length));
+  els.inboxEmpty.hidden = runs.length > 0;
+  return runs.length;
 }
 
 /** Items by run id, so updates touch the existing nodes (and keyboard focus
@@ -143,7 +221,7 @@ function render() {
 const items = new Map();
 
 function renderList() {
-  const runs = store.listed(filter);
+  const runs = store.listed(filters);
   const wanted = new Set(runs.map((run) => run.id));
   for (const [id, item] of items) {
     if (!wanted.has(id)) {
@@ -162,7 +240,8 @@ function renderList() {
     if (here !== item) els.list.insertBefore(item, here ?? null);
   });
   els.listEmpty.hidden = runs.length > 0;
-  setText(els.listEmpty, filter ? `No ${filter} runs.` : can.operate ? 'No runs yet. Start one above.' : 'No runs yet.');
+  const filtered = FILTERS.some((name) => filters[name]);
+  setText(els.listEmpty, filtered ? 'No runs match.' : can.operate ? 'No runs yet. Start one above.' : 'No runs yet.');
   els.loadMore.hidden = !olderCursor;
 }
 
@@ -279,23 +358,65 @@ function checkDriver(liveIds) {
   }
 }
 
+/** A page of the list under the current filters. A server that refuses
+ * the newer filters (400) is asked again without them, and the page
+ * filters what it gets (`matches` in store.js), saying so. */
+async function listPage(asked, before) {
+  const wanted = { ...asked, limit: PAGE_SIZE, before };
+  const newer = asked.q || asked.agent || asked.created_by;
+  if (newer && serverFilters) {
+    try {
+      return await api.listRuns(wanted);
+    } catch (error) {
+      if (error.status !== 400) throw error;
+      serverFilters = false;
+      showFilterNote();
+    }
+  }
+  return api.listRuns(newer ? { status: asked.status, limit: PAGE_SIZE, before } : wanted);
+}
+
+function showFilterNote() {
+  const newer = filters.q || filters.agent || filters.created_by;
+  els.filterNote.hidden = serverFilters || !newer;
+  setText(els.filterNote, 'This server does not filter by these yet: only the runs loaded here are searched. "More" loads older ones.');
+}
+
 async function refreshList() {
-  const asked = filter;
+  const asked = { ...filters };
   try {
-    const page = await api.listRuns({ status: asked, limit: PAGE_SIZE });
+    const page = await listPage(asked);
     for (const run of page.runs) store.putSummary(run);
-    if (asked === filter && !olderCursorLoaded) olderCursor = page.next_before;
+    if (sameFilters(asked, filters) && !olderCursorLoaded) olderCursor = page.next_before;
     scheduleRender();
   } catch {
     // Unreachable or refused: keep what we have; the next poll retries.
   }
 }
 
+/** Every run waiting for an approval, for the inbox. */
+async function refreshInbox() {
+  try {
+    let before;
+    for (let pages = 0; pages < INBOX_PAGES; pages++) {
+      const page = await api.listRuns({ status: 'waiting_approval', limit: INBOX_PAGE_SIZE, before });
+      for (const run of page.runs) store.putSummary(run);
+      before = page.next_before;
+      if (!before) break;
+    }
+    scheduleRender();
+  } catch {
+    // As for the list: the next refresh retries.
+  }
+}
+
 async function loadOlder() {
   if (!olderCursor) return;
   els.loadMore.disabled = true;
+  const asked = { ...filters };
   try {
-    const page = await api.listRuns({ status: filter, limit: PAGE_SIZE, before: olderCursor });
+    const page = await listPage(asked, olderCursor);
+    if (!sameFilters(asked, filters)) return;
     for (const run of page.runs) store.putSummary(run);
     olderCursor = page.next_before;
     olderCursorLoaded = true;
@@ -385,13 +506,73 @@ function showFormError(text) {
   els.formError.hidden = false;
 }
 
-els.filter.addEventListener('change', () => {
-  filter = els.filter.value;
+// ----- filters and search (the URL's query) ------------------------------
+
+/** The filters the URL's query names. */
+function filtersFromUrl() {
+  const query = new URLSearchParams(location.search);
+  return Object.fromEntries(FILTERS.map((name) => [name, (query.get(name) ?? '').trim()]));
+}
+
+function sameFilters(a, b) {
+  return FILTERS.every((name) => (a[name] ?? '') === (b[name] ?? ''));
+}
+
+/** Shows the filters in the controls (at start, and on back and forward). */
+function showFilters() {
+  els.filter.value = filters.status;
+  if (els.filter.value !== filters.status) filters.status = '';
+  els.search.value = filters.q;
+  els.agentFilter.value = filters.agent;
+  if (els.agentFilter.value !== filters.agent) filters.agent = '';
+  els.createdByFilter.value = filters.created_by;
+}
+
+/** Takes the controls' filters: into the URL's query (the hash, the
+ * selected run, stays), then the list from its first page. */
+function applyFilters() {
+  const next = {
+    status: els.filter.value,
+    q: els.search.value.trim(),
+    agent: els.agentFilter.value,
+    created_by: els.createdByFilter.value.trim(),
+  };
+  if (sameFilters(next, filters)) return;
+  filters = next;
+  const query = new URLSearchParams();
+  for (const name of FILTERS) if (filters[name]) query.set(name, filters[name]);
+  const search = query.toString();
+  history.replaceState(history.state, '', `${location.pathname}${search ? `?${search}` : ''}${location.hash}`);
   olderCursor = null;
   olderCursorLoaded = false;
+  // Ask the server again with each change: it may have learnt the newer
+  // filters since (an upgrade under an open page).
+  serverFilters = true;
+  showFilterNote();
   scheduleRender();
   refreshList();
-});
+}
+
+let typing = null;
+/** Typing waits for a pause, so each keystroke is not a request. */
+function applyFiltersSoon() {
+  clearTimeout(typing);
+  typing = setTimeout(applyFilters, TYPING_MS);
+}
+
+els.filter.addEventListener('change', applyFilters);
+els.agentFilter.addEventListener('change', applyFilters);
+els.search.addEventListener('input', applyFiltersSoon);
+els.createdByFilter.addEventListener('input', applyFiltersSoon);
+for (const input of [els.search, els.createdByFilter]) {
+  input.addEventListener('keydown', (key) => {
+    if (key.key === 'Enter') {
+      clearTimeout(typing);
+      applyFilters();
+    }
+  });
+}
+showFilters();
 
 els.loadMore.addEventListener('click', loadOlder);
 window.addEventListener('hashchange', selectFromHash);
@@ -404,9 +585,11 @@ setInterval(() => {
   polls += 1;
   if (!live.connected) {
     refreshList();
+    refreshInbox();
     if (selectedId) refreshRun(selectedId, { events: true });
   } else if (polls % Math.round(LIST_REFRESH_MS / POLL_MS) === 0) {
     refreshList();
+    refreshInbox();
   }
 }, POLL_MS);
 
@@ -415,6 +598,7 @@ setInterval(() => {
   runView.tick();
   instances.tick();
   renderList(); // ages
+  renderInbox();
 }, 1000);
 
 // ----- signing in and out -------------------------------------------------
@@ -429,6 +613,7 @@ function startApp(identity) {
   showConnection('connecting');
   selectFromHash();
   refreshList();
+  refreshInbox();
   instances.start();
   live.start();
   scheduleRender();
@@ -446,6 +631,8 @@ function stopApp() {
   selectedId = null;
   creating = null;
   runView.clear();
+  for (const item of inboxItems.values()) item.remove();
+  inboxItems.clear();
   els.app.hidden = true;
   document.title = 'agent-server';
 }

@@ -91,3 +91,40 @@ export function traceUrl(grafanaUrl, traceId, createdAt) {
   const base = grafanaUrl.replace(/\/+$/, '');
   return `${base}/explore?schemaVersion=1&orgId=1&panes=${encodeURIComponent(JSON.stringify(panes))}`;
 }
+
+/** Tick spacings for a time axis, in ms: round numbers a reader sums in
+ * their head. */
+const TICK_STEPS = [
+  1, 2, 5, 10, 20, 50, 100, 200, 500,
+  1000, 2000, 5000, 10_000, 15_000, 30_000,
+  60_000, 120_000, 300_000, 600_000, 900_000, 1_800_000,
+  3_600_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000,
+];
+
+/** Ticks for an axis `width` ms long: `[{at, label}]`, at most about
+ * `most` + 1 of them, starting at 0 and `step` apart. */
+export function axisTicks(width, most = 5) {
+  if (!Number.isFinite(width) || width <= 0) return [{ at: 0, label: '0' }];
+  const step = TICK_STEPS.find((s) => width / s <= most) ?? Math.ceil(width / most / 86_400_000) * 86_400_000;
+  const ticks = [];
+  for (let at = 0; at <= width + 1e-9; at += step) ticks.push({ at, label: tickLabel(at) });
+  return ticks;
+}
+
+/** A tick's label: "0", "500 ms", "1.5 s", "30 s", "2 min", "1 h 30 min". */
+export function tickLabel(ms) {
+  if (ms === 0) return '0';
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60_000) return `${Number((ms / 1000).toFixed(1))} s`;
+  const seconds = Math.round(ms / 1000);
+  if (seconds < 3600) return seconds % 60 ? `${Math.floor(seconds / 60)} min ${seconds % 60} s` : `${seconds / 60} min`;
+  const minutes = Math.round(seconds / 60);
+  return minutes % 60 ? `${Math.floor(minutes / 60)} h ${minutes % 60} min` : `${minutes / 60} h`;
+}
+
+/** An amount in US dollars: cents for large sums, four decimals for the
+ * small ones model calls cost. */
+export function usd(amount) {
+  if (!Number.isFinite(amount)) return '';
+  return amount >= 1 ? `$${amount.toFixed(2)}` : `$${amount.toFixed(4)}`;
+}

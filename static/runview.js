@@ -1,7 +1,10 @@
-// runview.js: the selected run: status, who created it, cancel, the approval
-// card, result or error, usage per agent, a waterfall of model and tool
-// calls, and the journal as a timeline grouped by agent (with who decided
-// each approval), with model text streaming in.
+// runview.js: the selected run: status, who created it, its clock (total
+// time, time spent waiting for humans, tokens, cost when the server knows
+// it), cancel with a confirmation and a reason, the approval card, result
+// (as Markdown) or error, usage per agent, a waterfall of model and tool
+// calls with delegated agents nested under their `delegate` call, and the
+// journal as a timeline grouped by agent (with who decided each approval,
+// retries and the marks restarts leave), with model text streaming in.
 //
 // The timeline only ever grows (events are applied once, in seq order), so
 // it is appended to, never rebuilt: what a reader has expanded stays open.
@@ -17,13 +20,20 @@
 // waits for a human is parked, a finished one is over, and an active run
 // without an owner is about to be taken by one.
 
-import { h, replaceChildren, setText, classSafe } from './dom.js';
-import { millis, duration, countdown, localTime, pretty, compact, count, traceUrl } from './format.js';
-import { TERMINAL_STATUSES, driverOf } from './store.js';
+import { h, replaceChildren, setText, classSafe, markdown } from './dom.js';
+import { millis, duration, countdown, localTime, pretty, compact, count, traceUrl, axisTicks, usd } from './format.js';
+import { TERMINAL_STATUSES, driverOf, runTimes, runTokens, runCost, retryOf } from './store.js';
 import { approvalCard } from './approval.js';
 
 /** Tool output longer than this many lines starts folded. */
 const FOLD_LINES = 12;
+
+/** How long a timeline entry a waterfall bar led to stays highlighted. */
+const HIGHLIGHT_MS = 4000;
+
+/** The mark a restart leaves: the server restarted, or another instance
+ * took the run over (contract sections 4 and 10). */
+const RESTARTED = 'the server restarted, or another instance took the run over';
 
 /** What the `instance` hook says when no instance drives the run, and a
  * longer sentence for its tooltip, by `driverOf(run).state`. */
@@ -34,7 +44,7 @@ const NO_DRIVER = {
 };
 
 export class RunView {
-  /** `onCancel(runId)` and `onDecide(runId, approvalId, {decision, feedback,
+  /** `onCancel(runId, reason)` and `onDecide(runId, approvalId, {decision, feedback,
    * argsSha256, args})` return promises that reject with an ApiError. */
   constructor(root, { onCancel, onDecide, announce }) {
     this.root = root;
@@ -67,6 +77,8 @@ export class RunView {
     this.groupAgent = undefined;
     this.openCalls = new Map();
     this.suspendedAt = new Map();
+    /** When each `delegate` call was made, by call id. */
+    this.delegatedAt = new Map();
     this.startedAt = NaN;
     this.cardApproval = undefined;
     this.card = null;
@@ -77,6 +89,12 @@ export class RunView {
     this.cancelling = false;
     this.run = null;
     this.journal = null;
+    this.statsKey = '';
+    this.highlighted = null;
+    this.highlightTimer = null;
+    /** The seq of the last entry that got a restart mark, so the
+     * re-asked approval after a TOOL_INTERRUPTED gets none of its own. */
+    this.markedSeq = -1;
 
     this.title = h('h2', { id: 'run-title' }, 'Run ', h('code', { class: 'run-id' }, id));
     this.task = h('p', { class: 'task', 'data-testid': 'run-task' });
@@ -90,10 +108,16 @@ export class RunView {
       ? h(
         'button',
         { type: 'button', class: 'danger', 'data-testid': 'cancel-button', hidden: true, disabled: true,
-          onclick: () => this.cancel() },
+          'aria-haspopup': 'dialog', onclick: () => this.askCancel() },
         'Cancel run',
       )
       : null;
+    this.cancelDialog = this.can.operate ? this.buildCancelDialog() : null;
+    this.stats = h('p', { class: 'run-stats', 'data-testid': 'run-stats' },
+      h('span', { 'data-testid': 'run-total-time' }),
+      h('span', { 'data-testid': 'run-human-wait' }),
+      h('span', { 'data-testid': 'run-tokens' }),
+      h('span', { 'data-testid': 'run-cost', hidden: true }));
     this.instance = h('span', { class: 'instance', 'data-testid': 'instance', 'data-state': '' }, '…');
     this.instanceKey = '';
     this.cancelMessage = h('p', { class: 'message', role: 'status' });
@@ -111,11 +135,13 @@ export class RunView {
           this.title,
           this.task,
           this.meta,
+          this.stats,
           h('div', { class: 'run-actions' },
             h('p', { class: 'status-line', 'aria-live': 'polite' }, 'Status: ', this.status),
             h('p', { class: 'driver-line' }, 'Instance: ', this.instance),
             this.cancelButton),
-          this.cancelMessage),
+          this.cancelMessage,
+          this.cancelDialog),
         this.approvalSlot,
         this.outcome,
         this.usage,
@@ -183,8 +209,12 @@ export class RunView {
       this.cancelButton.hidden = finished;
       this.cancelButton.disabled = finished || this.cancelling;
     }
-    if (finished) setText(this.cancelMessage, '');
+    if (finished) {
+      setText(this.cancelMessage, '');
+      if (this.cancelDialog?.open) this.cancelDialog.close();
+    }
 
+    this.renderStats();
     this.renderApproval(run, journal);
     this.renderOutcome(run, journal);
     this.renderUsage(run);
@@ -221,17 +251,73 @@ export class RunView {
   tick() {
     if (!this.run) return;
     if (this.card) this.updateCountdown();
-    if (!TERMINAL_STATUSES.has(this.run.status)) this.renderWaterfall();
+    if (!TERMINAL_STATUSES.has(this.run.status)) {
+      this.renderWaterfall();
+      this.renderStats();
+    }
   }
 
-  async cancel() {
+  /** The run's clock, tokens and cost, under its task. */
+  renderStats() {
+    const run = this.run;
+    const events = this.journal ? this.journal.events : [];
+    const { total, waiting, waitingNow } = runTimes(run, events);
+    const tokens = runTokens(run);
+    const cost = runCost(run);
+    const live = !TERMINAL_STATUSES.has(run.status);
+    const key = `${total}:${waiting}:${tokens.input}:${tokens.output}:${cost}:${live}`;
+    if (key === this.statsKey) return;
+    this.statsKey = key;
+    const [totalNode, waitNode, tokensNode, costNode] = this.stats.children;
+    setText(totalNode, `${live ? 'running for' : 'took'} ${duration(total) || '0 ms'}`);
+    totalNode.title = live ? 'Since the run was created' : 'From creation to the end';
+    setText(waitNode, `${duration(waiting) || '0 ms'} waiting for humans${waitingNow ? ' (waiting now)' : ''}`);
+    waitNode.dataset.ms = String(Math.round(waiting));
+    waitNode.title = 'Approvals and budget raises: from each request to its decision';
+    setText(tokensNode, `${count(tokens.total)} tokens`);
+    tokensNode.title = `${count(tokens.input)} in, ${count(tokens.output)} out, all agents together`;
+    costNode.hidden = cost === null;
+    setText(costNode, cost === null ? '' : usd(cost));
+    costNode.title = cost === null ? '' : 'What the model calls cost, as the server counts it';
+  }
+
+  /** The dialog cancel opens: a reason, then confirm or keep the run. */
+  buildCancelDialog() {
+    const reason = h('input', { id: 'cancel-reason', 'data-testid': 'cancel-reason', type: 'text', maxlength: 1000,
+      autocomplete: 'off', placeholder: 'e.g. wrong task, taking too long' });
+    const dialog = h('dialog', { class: 'cancel-dialog', 'data-testid': 'cancel-dialog', 'aria-labelledby': 'cancel-title' },
+      h('form', { method: 'dialog', onsubmit: (submit) => {
+        submit.preventDefault();
+        dialog.close();
+        this.cancel(reason.value.trim());
+      } },
+      h('h3', { id: 'cancel-title' }, 'Cancel this run?'),
+      h('p', {}, 'The model request in flight is aborted and a running command is killed. A cancelled run cannot go on.'),
+      h('label', { for: 'cancel-reason' }, 'Reason (kept in the journal)'),
+      reason,
+      h('div', { class: 'buttons' },
+        h('button', { type: 'submit', class: 'danger', 'data-testid': 'cancel-confirm' }, 'Cancel the run'),
+        h('button', { type: 'button', class: 'secondary', 'data-testid': 'cancel-keep', onclick: () => dialog.close() }, 'Keep it running'))));
+    dialog.addEventListener('close', () => this.cancelButton?.focus());
+    this.cancelReason = reason;
+    return dialog;
+  }
+
+  askCancel() {
+    if (!this.run || this.cancelling || !this.cancelDialog || this.cancelDialog.open) return;
+    this.cancelReason.value = '';
+    this.cancelDialog.showModal();
+    this.cancelReason.focus();
+  }
+
+  async cancel(reason) {
     if (!this.run || this.cancelling || !this.cancelButton) return;
     const runId = this.run.id;
     this.cancelling = true;
     this.cancelButton.disabled = true;
     setText(this.cancelMessage, 'Cancelling…');
     try {
-      await this.onCancel(runId);
+      await this.onCancel(runId, reason);
       if (this.runId === runId) setText(this.cancelMessage, '');
     } catch (error) {
       if (this.runId !== runId) return;
@@ -285,7 +371,7 @@ export class RunView {
     if (run.status === 'completed') {
       node = h('section', { class: 'result', 'data-testid': 'run-result', 'aria-labelledby': 'result-title' },
         h('h3', { id: 'result-title' }, 'Result'),
-        h('pre', { class: 'text' }, run.result ?? ''));
+        markdown(run.result ?? ''));
     } else if (run.status === 'failed') {
       const error = run.error || {};
       node = h('section', { class: 'error', 'data-testid': 'run-error', role: 'alert' },
@@ -349,20 +435,36 @@ export class RunView {
             this.group),
         );
       }
-      this.group.append(this.eventItem(event));
+      this.group.append(this.eventItem(event, this.rendered - 1));
+      if (event.type === 'RUN_COMPLETED') this.foldFinalAnswer(event.payload?.result);
     }
   }
 
-  eventItem(event) {
+  /** The top agent's last answer is the run's result, shown above as such:
+   * its text is folded here rather than shown twice. */
+  foldFinalAnswer(result) {
+    if (typeof result !== 'string' || result === '') return;
+    const thoughts = this.timeline.querySelectorAll('[data-type="AGENT_THOUGHT"] pre.thought');
+    const last = thoughts[thoughts.length - 1];
+    if (!last || last.textContent !== result || last.closest('details')) return;
+    const folded = h('details', { class: 'final-answer', 'data-testid': 'final-answer' },
+      h('summary', {}, 'the final answer: the run\'s result, shown above'));
+    last.replaceWith(folded);
+    folded.append(last);
+  }
+
+  eventItem(event, index) {
     const at = millis(event.at);
     const offset = at - this.startedAt;
-    const { summary, detail, took } = this.describe(event, at);
+    const { summary, detail, took, mark } = this.describe(event, at, index);
     return h('li', {
       class: `event type-${classSafe(String(event.type).toLowerCase().replaceAll('_', '-'))}`,
       'data-testid': 'timeline-event',
       'data-type': event.type,
       'data-seq': event.seq,
+      tabindex: -1,
     },
+    mark ? h('p', { class: 'restart-mark', 'data-testid': 'restart-mark', 'data-certain': String(mark.certain), role: 'note' }, mark.text) : null,
     h('div', { class: 'event-line' },
       h('span', { class: 'seq', title: 'seq' }, `#${event.seq}`),
       h('time', { datetime: event.at, title: localTime(event.at) }, Number.isFinite(offset) ? `+${duration(offset) || '0 ms'}` : ''),
@@ -372,8 +474,9 @@ export class RunView {
     detail);
   }
 
-  /** One line and an optional detail for an event, from its payload. */
-  describe(event, at) {
+  /** One line and an optional detail for an event, from its payload;
+   * `index` is its place in the journal. */
+  describe(event, at, index) {
     const p = event.payload || {};
     const agent = event.agent ?? p.agent;
     switch (event.type) {
@@ -384,9 +487,28 @@ export class RunView {
         };
       case 'AGENT_STARTED':
         return { summary: `${p.agent} was handed a task`, detail: textBlock(p.task) };
-      case 'LLM_CALLED':
+      case 'LLM_CALLED': {
         this.openCalls.set(agent, at);
-        return { summary: `asked ${p.model}${p.attempt > 1 ? ` (attempt ${p.attempt})` : ''}` };
+        const retry = retryOf(this.journal.events, index);
+        if (!retry) return { summary: `asked ${p.model}` };
+        const before = retry.attempt - 1;
+        const reason = retry.failure
+          ? `after an error: ${[retry.failure.code, retry.failure.message].filter(Boolean).join(': ')}`
+          : `attempt ${before} got no answer`;
+        return {
+          summary: [
+            `asked ${p.model} again `,
+            h('span', { class: 'retry', 'data-testid': 'retry', title: `attempt ${retry.attempt}` }, `retry ${before}`),
+            ' ',
+            h('span', { class: 'retry-reason', 'data-testid': 'retry-reason' }, reason),
+          ],
+          took: retry.previous ? `${duration(at - millis(retry.previous.at))} after attempt ${before}` : '',
+          // Without a failure in the journal, the attempt before was cut off:
+          // a restart, a takeover, or a request that failed (which the
+          // journal does not record).
+          mark: retry.failure ? null : this.markRestart(event, false),
+        };
+      }
       case 'AGENT_THOUGHT': {
         const started = this.openCalls.get(agent);
         this.openCalls.delete(agent);
@@ -403,10 +525,23 @@ export class RunView {
         };
       }
       case 'TOOL_CALLED':
+        if (p.tool === 'delegate') this.delegatedAt.set(p.call_id, at);
         return { summary: `${p.tool} ${compact(p.args)}${p.dangerous ? ' (needs approval)' : ''}` };
       case 'RUN_SUSPENDED':
         this.suspendedAt.set(p.approval_id, at);
-        return { summary: `waiting for a human to approve ${p.tool}${p.interrupted ? ' again, after a restart' : ''}` };
+        return {
+          summary: `waiting for a human to approve ${p.tool}${p.interrupted ? ' again, after a restart' : ''}`,
+          mark: p.interrupted === true && this.markedSeq !== event.seq - 1 ? this.markRestart(event, true) : null,
+        };
+      case 'BUDGET_EXCEEDED':
+        this.suspendedAt.set(p.approval_id, at);
+        return {
+          summary: `over budget: ${count(p.used_tokens)} of ${p.max_tokens === null || p.max_tokens === undefined ? 'unlimited' : count(p.max_tokens)} tokens; waiting for a human to raise it`,
+        };
+      case 'BUDGET_RAISED': {
+        const asked = this.suspendedAt.get(p.approval_id);
+        return { summary: ['budget raised by ', h('span', { class: 'who' }, p.by ?? 'someone')], took: asked !== undefined ? duration(at - asked) : '' };
+      }
       case 'RUN_RESUMED': {
         const asked = this.suspendedAt.get(p.approval_id);
         const by = h('span', { class: 'who', 'data-testid': 'decided-by' }, p.decided_by ?? 'someone');
@@ -432,14 +567,24 @@ export class RunView {
         const exit = p.exit_code === null || p.exit_code === undefined ? '' : `, exit ${p.exit_code}`;
         return {
           summary: `${p.tool} ${p.ok ? 'succeeded' : 'failed'}${exit}`,
-          took: Number.isFinite(p.duration_ms) ? duration(p.duration_ms) : '',
+          // A delegation's own duration_ms is only its hand-over; the
+          // delegated agent worked from the call on.
+          took: this.delegatedAt.has(p.call_id)
+            ? duration(at - this.delegatedAt.get(p.call_id))
+            : Number.isFinite(p.duration_ms) ? duration(p.duration_ms) : '',
           detail: outputBlock(p.output),
         };
       }
       case 'TOOL_INTERRUPTED':
-        return { summary: `${p.tool} was interrupted by a restart; it will not run again without a human` };
+        return {
+          summary: `${p.tool} was interrupted by a restart; it will not run again without a human`,
+          mark: this.markRestart(event, true),
+        };
       case 'AGENT_FINISHED':
-        return { summary: `${p.agent} finished`, detail: textBlock(p.result) };
+        return {
+          summary: `${p.agent} finished`,
+          detail: typeof p.result === 'string' && p.result !== '' ? h('div', { class: 'detail' }, markdown(p.result)) : null,
+        };
       case 'RUN_COMPLETED':
         return { summary: 'the run completed', took: duration(at - this.startedAt) };
       case 'RUN_FAILED':
@@ -452,6 +597,33 @@ export class RunView {
       default:
         return { summary: '', detail: h('pre', { class: 'text' }, pretty(p)) };
     }
+  }
+
+  /** The mark of a restart before `event`: `certain` when the journal
+   * says so (an interrupted tool, a re-asked approval), not when a model
+   * call was merely sent again without an answer to the one before. */
+  markRestart(event, certain) {
+    this.markedSeq = event.seq;
+    return certain
+      ? { certain, text: `⟲ Restart: ${RESTARTED}.` }
+      : { certain, text: `⟲ Restart? ${RESTARTED}, or the model request failed: the attempt before got no answer, and the journal does not record failed requests.` };
+  }
+
+  /** Scrolls to the timeline entry of `seq` and highlights it for a while
+   * (a waterfall bar leads there). */
+  reveal(seq) {
+    const item = this.timeline.querySelector(`[data-testid="timeline-event"][data-seq="${Number(seq)}"]`);
+    if (!item) return;
+    if (this.highlighted && this.highlighted !== item) delete this.highlighted.dataset.highlighted;
+    clearTimeout(this.highlightTimer);
+    this.highlighted = item;
+    item.dataset.highlighted = 'true';
+    const smooth = !window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+    item.scrollIntoView({ block: 'center', behavior: smooth ? 'smooth' : 'auto' });
+    item.focus({ preventScroll: true });
+    this.highlightTimer = setTimeout(() => {
+      if (this.highlighted === item) delete item.dataset.highlighted;
+    }, HIGHLIGHT_MS);
   }
 
   renderStreaming(journal) {
@@ -494,47 +666,88 @@ export class RunView {
       start + 1,
     );
     const width = end - start;
+    const place = (at) => Math.min(((at - start) / width) * 100, 100);
+    const axis = h('div', { class: 'wf-axis', 'data-testid': 'wf-axis', 'aria-hidden': 'true' },
+      h('span', {}),
+      h('span', { class: 'wf-ticks' }, axisTicks(width).map(({ at, label }) => {
+        const tick = h('span', { class: 'wf-tick', 'data-testid': 'wf-tick', 'data-ms': at }, label);
+        tick.style.left = `${place(start + at)}%`;
+        return tick;
+      })),
+      h('span', {}));
     const rows = spans.map((span) => {
       const stop = span.end ?? (finished ? end : Date.now());
-      const left = ((span.start - start) / width) * 100;
+      const left = Math.min(place(span.start), 99.4);
       const size = Math.max(((stop - span.start) / width) * 100, 0.6);
-      const took = duration(stop - span.start);
+      const took = duration(stop - span.start) || '0 ms';
       const bar = h('span', { class: `bar bar-${span.kind}${span.end === null ? ' open' : ''}${span.failed ? ' failed' : ''}` });
-      bar.style.left = `${Math.min(left, 99.4)}%`;
-      bar.style.width = `${Math.min(size, 100 - Math.min(left, 99.4))}%`;
-      return h('li', { class: `wf-row agent-${classSafe(span.agent)}`, 'data-kind': span.kind },
-        h('span', { class: 'wf-label', title: span.label }, span.label),
-        h('span', { class: 'wf-track', title: `${span.label}: ${span.end === null ? 'running for ' : ''}${took}` }, bar),
-        h('span', { class: 'wf-took' }, span.end === null ? `${took}…` : took));
+      bar.style.left = `${left}%`;
+      bar.style.width = `${Math.min(size, 100 - left)}%`;
+      const label = h('span', { class: 'wf-label' }, span.label);
+      label.style.paddingLeft = `${span.depth * 1.1}rem`;
+      const row = h('li', {
+        class: `wf-row agent-${classSafe(span.agent)}${span.depth ? ' nested' : ''}`,
+        'data-testid': 'wf-row',
+        'data-kind': span.kind,
+        'data-agent': span.agent,
+        'data-depth': span.depth,
+        'data-seq': span.seq,
+        'data-ms': Math.round(stop - span.start),
+      },
+      h('button', {
+        type: 'button',
+        class: 'wf-link',
+        title: `${span.label}: ${span.end === null ? 'running for ' : ''}${took}; show it in the timeline (#${span.seq})`,
+        onclick: () => this.reveal(span.seq),
+      },
+      label,
+      h('span', { class: 'wf-track' }, bar),
+      h('span', { class: 'wf-took' }, span.end === null ? `${took}…` : took)));
+      return row;
     });
-    replaceChildren(this.waterfall, h('ol', { class: 'wf', 'aria-label': 'Durations of model and tool calls' }, rows));
+    replaceChildren(this.waterfall, axis, h('ol', { class: 'wf', 'aria-label': 'Durations of model and tool calls; each leads to its timeline entry' }, rows));
   }
 }
 
-/** Model calls (LLM_CALLED → AGENT_THOUGHT), tool runs (TOOL_STARTED →
- * TOOL_RESULT) and approval waits (RUN_SUSPENDED → RUN_RESUMED), in the order
- * they began; `end` is null while one is still open. */
+/**
+ * Model calls (LLM_CALLED → AGENT_THOUGHT), tool runs (TOOL_STARTED →
+ * TOOL_RESULT), delegations (the `delegate` call's TOOL_CALLED → its
+ * TOOL_RESULT: the delegated agent's whole work) and waits for humans
+ * (RUN_SUSPENDED → RUN_RESUMED, BUDGET_EXCEEDED → BUDGET_RAISED or
+ * RUN_RESUMED), in the order they began, each child after its parent;
+ * `end` is null while one is still open. `depth` counts the delegations a
+ * span runs under: while a `delegate` call is open, its agent is waiting, so
+ * everything that starts then is the delegated agent's work. `seq` is the
+ * journal entry the span starts at.
+ */
 export function callSpans(events) {
   const spans = [];
   const openModel = new Map();
   const openTool = new Map();
   const openWait = new Map();
+  /** Open delegations, innermost last. */
+  const delegations = [];
   const close = (span, at, failed = false) => {
     span.end = at;
     span.failed = failed;
+  };
+  const begin = (span) => {
+    span.depth = delegations.length;
+    spans.push(span);
+    return span;
   };
   for (const event of events) {
     const p = event.payload || {};
     const at = millis(event.at);
     const agent = event.agent ?? p.agent ?? 'run';
+    const seq = event.seq;
     switch (event.type) {
       case 'LLM_CALLED': {
         // A retry closes the attempt before it, which did not answer.
         const previous = openModel.get(agent);
         if (previous) close(previous, at, true);
-        const span = { kind: 'model', agent, label: `${agent} · ${p.model}${p.attempt > 1 ? ` #${p.attempt}` : ''}`, start: at, end: null };
+        const span = begin({ kind: 'model', agent, label: `${agent} · ${p.model}${p.attempt > 1 ? ` #${p.attempt}` : ''}`, start: at, end: null, seq });
         openModel.set(agent, span);
-        spans.push(span);
         break;
       }
       case 'AGENT_THOUGHT': {
@@ -543,10 +756,19 @@ export function callSpans(events) {
         openModel.delete(agent);
         break;
       }
-      case 'TOOL_STARTED': {
-        const span = { kind: 'tool', agent, label: `${agent} · ${p.tool}`, start: at, end: null };
+      case 'TOOL_CALLED': {
+        if (p.tool !== 'delegate' || openTool.has(p.call_id)) break;
+        const to = typeof p.args?.agent === 'string' ? p.args.agent : 'an agent';
+        const span = begin({ kind: 'delegate', agent, label: `${agent} · delegate → ${to}`, start: at, end: null, seq });
         openTool.set(p.call_id, span);
-        spans.push(span);
+        delegations.push(span);
+        break;
+      }
+      case 'TOOL_STARTED': {
+        // A delegation's bar began with its call.
+        if (openTool.has(p.call_id)) break;
+        const span = begin({ kind: 'tool', agent, label: `${agent} · ${p.tool}`, start: at, end: null, seq });
+        openTool.set(p.call_id, span);
         break;
       }
       case 'TOOL_RESULT':
@@ -554,17 +776,21 @@ export function callSpans(events) {
         const span = openTool.get(p.call_id);
         if (span) close(span, at, event.type === 'TOOL_INTERRUPTED' || p.ok === false);
         openTool.delete(p.call_id);
+        const index = delegations.indexOf(span);
+        if (index >= 0) delegations.splice(index, 1);
         break;
       }
-      case 'RUN_SUSPENDED': {
-        const span = { kind: 'wait', agent, label: `${agent} · approval of ${p.tool}`, start: at, end: null };
+      case 'RUN_SUSPENDED':
+      case 'BUDGET_EXCEEDED': {
+        const what = event.type === 'BUDGET_EXCEEDED' ? 'a budget raise' : `approval of ${p.tool}`;
+        const span = begin({ kind: 'wait', agent, label: `${agent} · ${what}`, start: at, end: null, seq });
         openWait.set(p.approval_id, span);
-        spans.push(span);
         break;
       }
-      case 'RUN_RESUMED': {
+      case 'RUN_RESUMED':
+      case 'BUDGET_RAISED': {
         const span = openWait.get(p.approval_id);
-        if (span) close(span, at, p.decision !== 'approved');
+        if (span) close(span, at, event.type === 'RUN_RESUMED' && p.decision !== 'approved');
         openWait.delete(p.approval_id);
         break;
       }
@@ -575,6 +801,7 @@ export function callSpans(events) {
         openModel.clear();
         openTool.clear();
         openWait.clear();
+        delegations.length = 0;
         break;
       default:
         break;

@@ -235,14 +235,121 @@ export class Store {
     return overlay(summary, newer);
   }
 
-  /** Runs to list: newest first, optionally one status only. */
-  listed(status) {
+  /** Runs to list, newest first: all, or those `matches(run, filters)`
+   * (a status alone may be given as a string). */
+  listed(filters = {}) {
+    const wanted = typeof filters === 'string' ? { status: filters } : filters;
     const runs = [];
     for (const id of this.summaries.keys()) {
       const run = this.effectiveRun(id);
-      if (run && (!status || run.status === status)) runs.push(run);
+      if (run && matches(run, wanted)) runs.push(run);
     }
     runs.sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at) || (a.id < b.id ? 1 : -1));
     return runs;
   }
+}
+
+/** Whether `run` passes the list's filters (`status`, `agent` and
+ * `created_by` exactly, `q` anywhere in the task, ignoring case), as the
+ * server filters `GET /api/runs`: runs that reach the page by a WebSocket
+ * summary or an older page are filtered here the same way. */
+export function matches(run, { status, q, agent, created_by: createdBy } = {}) {
+  if (status && run.status !== status) return false;
+  if (agent && run.agent !== agent) return false;
+  if (createdBy && run.created_by !== createdBy) return false;
+  if (q && !String(run.task ?? '').toLowerCase().includes(q.toLowerCase())) return false;
+  return true;
+}
+
+// ----- what the journal says about time and attempts ---------------------
+
+/** Milliseconds since the epoch of an RFC 3339 time, or NaN. */
+const ms = (at) => (typeof at === 'string' ? Date.parse(at) : NaN);
+
+/**
+ * The run's clock: `total` ms from its creation to its end (the terminal
+ * event, or the summary's last update), or to `now` while it lives; and
+ * `waiting` ms spent waiting for humans: each `RUN_SUSPENDED` to the
+ * `RUN_RESUMED` of its approval, each `BUDGET_EXCEEDED` to the
+ * `BUDGET_RAISED` or `RUN_RESUMED` of its approval, a wait still open
+ * counting to `now` (or to the end, for a run ended while waiting);
+ * `waitingNow` says whether one is open.
+ */
+export function runTimes(run, events, now = Date.now()) {
+  const created = ms(run?.created_at) || ms(events[0]?.at);
+  const terminal = events.find((e) => TERMINAL_EVENTS.has(e.type));
+  let end = now;
+  if (terminal) end = ms(terminal.at);
+  else if (TERMINAL_STATUSES.has(run?.status)) end = ms(run.updated_at);
+  const open = new Map();
+  let waiting = 0;
+  for (const event of events) {
+    const id = event.payload?.approval_id;
+    const at = ms(event.at);
+    switch (event.type) {
+      case 'RUN_SUSPENDED':
+      case 'BUDGET_EXCEEDED':
+        if (!open.has(id)) open.set(id, at);
+        break;
+      case 'RUN_RESUMED':
+      case 'BUDGET_RAISED':
+        if (open.has(id)) {
+          waiting += Math.max(0, at - open.get(id));
+          open.delete(id);
+        }
+        break;
+      default:
+        break;
+    }
+    if (TERMINAL_EVENTS.has(event.type)) break;
+  }
+  for (const since of open.values()) waiting += Math.max(0, end - since);
+  return { total: Math.max(0, end - created), waiting, waitingNow: open.size > 0 && !terminal };
+}
+
+/** The run's tokens, all agents together: `{input, output, total}`. */
+export function runTokens(run) {
+  let input = 0;
+  let output = 0;
+  for (const used of Object.values(run?.usage || {})) {
+    input += Number(used?.input_tokens) || 0;
+    output += Number(used?.output_tokens) || 0;
+  }
+  return { input, output, total: input + output };
+}
+
+/** What the run cost in USD, when the server says (`budget.used_cost_usd`,
+ * or a top-level `cost_usd`); null when it does not. */
+export function runCost(run) {
+  for (const value of [run?.budget?.used_cost_usd, run?.cost_usd]) {
+    if (typeof value === 'number' && Number.isFinite(value)) return value;
+  }
+  return null;
+}
+
+/**
+ * Why the `LLM_CALLED` at `events[index]` is a retry, or null when it is a
+ * first attempt: `{attempt, previous, failure}`, where `previous` is the
+ * `LLM_CALLED` of the attempt before (when this journal holds it) and
+ * `failure` the error an entry between the two reports, or null. The
+ * journal records no failed model request (contract section 4), so a null
+ * `failure` means only that the previous attempt got no answer: the server
+ * restarted or another instance took over, or the request failed.
+ */
+export function retryOf(events, index) {
+  const event = events[index];
+  const attempt = Number(event?.payload?.attempt);
+  if (event?.type !== 'LLM_CALLED' || !(attempt > 1)) return null;
+  const agent = event.agent ?? event.payload?.agent;
+  let failure = null;
+  for (let i = index - 1; i >= 0; i--) {
+    const before = events[i];
+    const error = before.payload?.error;
+    if (!failure && error && typeof error === 'object' && (before.agent ?? before.payload?.agent) === agent) failure = error;
+    if (before.type === 'LLM_CALLED' && (before.agent ?? before.payload?.agent) === agent) {
+      return { attempt, previous: before, failure };
+    }
+    if (before.type === 'AGENT_THOUGHT') break;
+  }
+  return { attempt, previous: null, failure };
 }

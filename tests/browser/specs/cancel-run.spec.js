@@ -1,5 +1,8 @@
-// cancel-run: the cancel button stops a run whose model call is in flight;
-// the page shows it cancelled and offers no cancel any more.
+// cancel-run: the cancel button asks first, in a dialog of the page, for a
+// confirmation and a reason; keeping the run changes nothing, confirming
+// stops a run whose model call is in flight with that reason in the
+// request and the journal; the page shows it cancelled, by whom and why,
+// and offers no cancel any more.
 
 import { test, expect, token, createRunFromForm, rest } from '../helpers/fixtures.js';
 
@@ -18,7 +21,32 @@ test('cancelling a running run from the page', async ({ page, mock, baseURL }) =
   const cancel = page.getByTestId('cancel-button');
   await expect(cancel).toBeVisible();
   await expect(cancel).toBeEnabled();
+  const requests = [];
+  page.on('request', (request) => {
+    if (request.url().endsWith(`/api/runs/${id}/cancel`)) requests.push(request.postDataJSON());
+  });
+
+  // Asked first; kept running, nothing is sent.
   await cancel.click();
+  const dialog = page.getByTestId('cancel-dialog');
+  await expect(dialog).toBeVisible();
+  await expect(page.getByRole('dialog')).toContainText('Cancel this run?');
+  await expect(page.getByTestId('cancel-reason')).toBeFocused();
+  await page.getByTestId('cancel-keep').click();
+  await expect(dialog).toBeHidden();
+  await page.keyboard.press('Escape');
+  await cancel.click();
+  await expect(dialog).toBeVisible();
+  await page.keyboard.press('Escape');
+  await expect(dialog).toBeHidden();
+  await expect(page.getByTestId('run-status')).toHaveText('running');
+  expect(requests).toEqual([]);
+
+  // Confirmed with a reason.
+  await cancel.click();
+  await page.getByTestId('cancel-reason').fill(`wrong task ${tag}`);
+  await page.getByTestId('cancel-confirm').click();
+  await expect(dialog).toBeHidden();
 
   await expect(page.getByTestId('run-status')).toHaveText('cancelled');
   await expect(page.getByTestId('run-status')).toHaveAttribute('data-status', 'cancelled');
@@ -27,9 +55,12 @@ test('cancelling a running run from the page', async ({ page, mock, baseURL }) =
   await expect(cancel).toBeHidden();
   await expect(page.getByTestId('run-cancelled')).toBeVisible();
   await expect(page.getByTestId('cancelled-by')).toHaveText('admin');
+  await expect(page.getByTestId('run-cancelled')).toHaveText(`CancelledBy admin: wrong task ${tag}`);
+  expect(requests).toEqual([{ reason: `wrong task ${tag}` }]);
 
   const run = await rest.getRun(baseURL, id);
   expect(run.status).toBe('cancelled');
   const events = await rest.events(baseURL, id);
   expect(events.map((e) => e.type)).not.toContain('AGENT_THOUGHT');
+  expect(events.find((e) => e.type === 'RUN_CANCELLED').payload).toMatchObject({ reason: `wrong task ${tag}`, by: 'admin' });
 });

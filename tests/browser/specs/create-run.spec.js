@@ -16,7 +16,7 @@ test('the form creates a run, selects it and shows it to completion', async ({ p
   ]);
   await page.goto('/');
   await expect(page.getByLabel('Task')).toBeVisible();
-  await expect(page.getByLabel('Agent')).toHaveValue('orchestrator');
+  await expect(page.getByLabel('Agent', { exact: true })).toHaveValue('orchestrator');
 
   const id = await createRunFromForm(page, task, 'coding');
 

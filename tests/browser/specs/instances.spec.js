@@ -160,6 +160,7 @@ test('two servers on one database: a page on the second shows both instances and
 
   // Cancelled from the second's page: the first, its owner, journals it.
   await page.getByTestId('cancel-button').click();
+  await page.getByTestId('cancel-confirm').click();
   await expect(page.getByTestId('run-status')).toHaveText('cancelled');
   await expect(instance).toHaveAttribute('data-state', 'finished');
   await expect(instance).toHaveText(FINISHED);
