@@ -919,7 +919,9 @@ fn event_from_row(run_id: Uuid, row: &Row) -> Result<Event, Error> {
 
 fn run_from_row(row: &Row) -> Result<RunRecord, Error> {
     let id: Uuid = row.get("id");
-    let last_seq: i64 = row.get("last_seq");
+    // A run row without entries is never written (creation inserts both in
+    // one statement); read it as empty rather than trust it.
+    let last_seq: i64 = row.get::<_, Option<i64>>("last_seq").unwrap_or(0);
     let bad = |what: &str| corrupt(id, last_seq, format!("bad {what} in the run summary"));
     let status: String = row.get("status");
     let agent: String = row.get("agent");

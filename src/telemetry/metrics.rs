@@ -81,6 +81,7 @@ struct Inner {
     /// The standard GenAI instruments, when metrics are pushed over OTLP.
     genai: Option<GenAi>,
     llm_tokens: Counter<u64>,
+    llm_cost: Counter<f64>,
     llm_duration: Histogram<f64>,
     tool_executions: Counter<u64>,
     tool_duration: Histogram<f64>,
@@ -206,6 +207,7 @@ impl Metrics {
                     RunStatus::Pending,
                     RunStatus::Running,
                     RunStatus::WaitingApproval,
+                    RunStatus::Paused,
                 ] {
                     let n = counts.get(&status).copied().unwrap_or(0);
                     observer.observe(n, &[KeyValue::new("status", status.as_str())]);
@@ -245,6 +247,10 @@ impl Metrics {
                 llm_tokens: meter
                     .u64_counter("agentops_llm_tokens_total")
                     .with_description("Tokens reported by the model providers")
+                    .build(),
+                llm_cost: meter
+                    .f64_counter("agentops_llm_cost_usd_total")
+                    .with_description("What model answers cost in USD, at AGENT_MODEL_PRICES (models without a price count nothing)")
                     .build(),
                 llm_duration: histogram(
                     "agentops_llm_request_duration_seconds",
@@ -430,6 +436,17 @@ impl Metrics {
                     };
                     self.tool_execution(agent, tool, outcome);
                 }
+                EventBody::AgentThought {
+                    model,
+                    cost_usd: Some(cost),
+                    ..
+                } => self.inner.llm_cost.add(
+                    *cost,
+                    &[
+                        KeyValue::new("agent", agent.to_string()),
+                        KeyValue::new("model", model.clone()),
+                    ],
+                ),
                 EventBody::ToolInterrupted { tool, .. } => {
                     self.tool_execution(agent, tool, "interrupted")
                 }

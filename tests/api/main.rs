@@ -6,6 +6,7 @@ mod binary;
 mod cancel;
 mod chaos;
 mod cluster;
+mod control;
 mod demo;
 mod errors;
 mod helpers;

@@ -9,9 +9,9 @@ use crate::helpers::spawn_app;
 use crate::mock_llm::Reply;
 
 /// One sample: the metric's name, its labels, its value.
-type Sample = (String, BTreeMap<String, String>, f64);
+pub type Sample = (String, BTreeMap<String, String>, f64);
 
-fn parse(text: &str) -> Vec<Sample> {
+pub fn parse(text: &str) -> Vec<Sample> {
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
         .map(|line| {
@@ -33,7 +33,7 @@ fn parse(text: &str) -> Vec<Sample> {
         .collect()
 }
 
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .find(|(n, l, _)| {

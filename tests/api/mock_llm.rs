@@ -28,7 +28,7 @@ pub enum Reply {
 }
 
 /// Holds a gated reply back until a test opens it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Gate(Arc<tokio::sync::Semaphore>);
 
 impl Gate {
