@@ -462,7 +462,7 @@ async fn forks_copy_the_journal_and_redo_nothing_it_holds() {
 /// Prints a fork's journal beside its source's (types and keys).
 fn print_beside(title: &str, source: &[Value], fork: &[Value]) {
     println!("{title}:");
-    println!("{:<44} {}", "source", "fork");
+    println!("{:<44} fork", "source");
     let line = |e: Option<&Value>| {
         e.map(|e| {
             format!(
