@@ -34,6 +34,7 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod db;

@@ -5,6 +5,7 @@ mod access;
 mod binary;
 mod cancel;
 mod chaos;
+mod client;
 mod cluster;
 mod control;
 mod demo;
