@@ -52,7 +52,14 @@ The README explains each in full.";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = args.first().cloned().unwrap_or_else(|| "serve".into());
+    // `--help` anywhere but in `runs` (whose own words may be anything)
+    // asks for help, never starts a server.
+    let asks_help = command != "runs" && args.iter().any(|a| a == "--help" || a == "-h");
     match command.as_str() {
+        _ if asks_help => {
+            println!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
         "--help" | "-h" | "help" => {
             println!("{HELP}");
             return ExitCode::SUCCESS;
@@ -62,6 +69,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         "runs" => return runs(&args[1..]),
+        "serve" | "migrate" | "bench" if args.len() > 1 => {
+            eprintln!("agent-server {command}: unexpected `{}`\n{USAGE}", args[1]);
+            return ExitCode::from(2);
+        }
         "serve" | "migrate" | "bench" | "token" => {}
         _ => {
             eprintln!("{USAGE}");

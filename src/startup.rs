@@ -117,7 +117,38 @@ impl Application {
         // First, so that a sandbox that cannot work stops the server before anything starts.
         let sandbox =
             Sandbox::start(&settings.sandbox, &settings.workspace, &settings.data_dir).await?;
-        let database = open_database(&settings, EMBEDDED_DATABASE).await?;
+        // The port before the database: a port in use stops the start
+        // before a cluster starts or a run is claimed.
+        let listener = TcpListener::bind(settings.addr)
+            .with_context(|| format!("binding {} (AGENT_SERVER_ADDR)", settings.addr))?;
+        let mut database = open_database(&settings, EMBEDDED_DATABASE).await?;
+        let embedded = database.embedded.take();
+        match Application::assemble(settings, sandbox, listener, database).await {
+            Ok(mut app) => {
+                app.embedded = embedded;
+                Ok(app)
+            }
+            Err(error) => {
+                // A start that fails stops the cluster it started (one it
+                // found running, a killed server's, is left as it was).
+                if let Some(cluster) = embedded.filter(|c| !c.was_running())
+                    && let Err(stop) = cluster.stop().await
+                {
+                    tracing::warn!(error = %stop, "could not stop the embedded cluster");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Everything after the database: the run engine, the instance in the
+    /// cluster, access, and the HTTP server on `listener`.
+    async fn assemble(
+        settings: Settings,
+        sandbox: Sandbox,
+        listener: TcpListener,
+        database: Database,
+    ) -> anyhow::Result<Application> {
         let workspace = Workspace::open_with_owner(&settings.workspace, sandbox.owner())
             .with_context(|| format!("opening the workspace {}", settings.workspace.display()))?;
         let loki = settings
@@ -182,8 +213,6 @@ impl Application {
         let stopping = tokio_util::sync::CancellationToken::new();
         actix_rt::spawn(registry.clone().maintain(stopping.clone()));
 
-        let listener = TcpListener::bind(settings.addr)
-            .with_context(|| format!("binding {}", settings.addr))?;
         let local = listener.local_addr()?;
         tracing::info!(
             address = %local,
@@ -244,7 +273,7 @@ impl Application {
             server,
             registry,
             pool: database.pool,
-            embedded: database.embedded,
+            embedded: None,
             stopping,
             metrics,
         })

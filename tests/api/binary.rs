@@ -250,3 +250,54 @@ async fn the_first_start_makes_an_admin_token_and_token_commands_work_beside_the
     assert_eq!(server.api.get("/api/me").await.status(), 200);
     assert!(server.terminate().success());
 }
+
+#[test]
+fn a_port_in_use_stops_the_start_before_any_cluster_and_help_and_version_answer() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let output = server_command(vars(&[
+        ("AGENT_SERVER_DATA_DIR", data.path().to_str().unwrap()),
+        ("AGENT_SERVER_ADDR", &addr),
+        ("LOG_FORMAT", "json"),
+    ]))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .output()
+    .expect("running agent-server");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("AGENT_SERVER_ADDR"),
+        "{stderr}"
+    );
+    // No embedded cluster was made, let alone left running.
+    assert!(!data.path().join("pg").exists());
+
+    let binary = env!("CARGO_BIN_EXE_agent-server");
+    // `serve --help` too: help, never a server.
+    let help = std::process::Command::new(binary)
+        .args(["serve", "--help"])
+        .output()
+        .expect("running agent-server --help");
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for word in [
+        "serve",
+        "migrate",
+        "token",
+        "runs",
+        "DATABASE_URL",
+        "AGENT_RUN_MAX_TOKENS",
+    ] {
+        assert!(help.contains(word), "--help names {word}");
+    }
+    let version = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .expect("running agent-server --version");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("agent-server {}", env!("CARGO_PKG_VERSION"))
+    );
+}
