@@ -20,7 +20,8 @@
 // waits for a human is parked, a finished one is over, and an active run
 // without an owner is about to be taken by one.
 
-import { h, replaceChildren, setText, classSafe, markdown } from './dom.js';
+import { h, replaceChildren, setText, classSafe } from './dom.js';
+import { markdown } from './markdown.js';
 import { millis, duration, countdown, localTime, pretty, compact, count, traceUrl, axisTicks, usd } from './format.js';
 import { TERMINAL_STATUSES, driverOf, runTimes, runTokens, runCost, retryOf } from './store.js';
 import { approvalCard } from './approval.js';
