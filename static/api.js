@@ -80,8 +80,7 @@ export const api = {
   },
   /** `{runs, next_before}`, newest first; `status`, `q` (in the task,
    * ignoring case), `agent` and `created_by` filter when given, and only
-   * then are they sent: a server that does not know a parameter refuses
-   * the request (400). */
+   * then are they sent. */
   listRuns({ status, q, agent, created_by: createdBy, limit = 50, before } = {}) {
     const query = new URLSearchParams({ limit: String(limit) });
     if (status) query.set('status', status);

@@ -60,7 +60,6 @@ const els = {
   search: byId('search-input'),
   agentFilter: byId('agent-filter'),
   createdByFilter: byId('created-by-filter'),
-  filterNote: byId('filter-note'),
   inbox: byId('inbox-list'),
   inboxCount: byId('inbox-count'),
   inboxEmpty: byId('inbox-empty'),
@@ -82,10 +81,6 @@ let can = permissions([]);
 let selectedId = null;
 /** The list's filters (`FILTERS`); empty strings filter nothing. */
 let filters = filtersFromUrl();
-/** Whether the server filters by `q`, `agent` and `created_by`. After it
- * refused them (400), until the filters change, the page asks without them
- * and filters what it has loaded. */
-let serverFilters = true;
 /** The cursor for older runs under the current filter; null at the end. */
 let olderCursor = null;
 /** Whether older runs were loaded under this filter: then the cursor has
@@ -358,28 +353,9 @@ function checkDriver(liveIds) {
   }
 }
 
-/** A page of the list under the current filters. A server that refuses
- * the newer filters (400) is asked again without them, and the page
- * filters what it gets (`matches` in store.js), saying so. */
-async function listPage(asked, before) {
-  const wanted = { ...asked, limit: PAGE_SIZE, before };
-  const newer = asked.q || asked.agent || asked.created_by;
-  if (newer && serverFilters) {
-    try {
-      return await api.listRuns(wanted);
-    } catch (error) {
-      if (error.status !== 400) throw error;
-      serverFilters = false;
-      showFilterNote();
-    }
-  }
-  return api.listRuns(newer ? { status: asked.status, limit: PAGE_SIZE, before } : wanted);
-}
-
-function showFilterNote() {
-  const newer = filters.q || filters.agent || filters.created_by;
-  els.filterNote.hidden = serverFilters || !newer;
-  setText(els.filterNote, 'This server does not filter by these yet: only the runs loaded here are searched. "More" loads older ones.');
+/** A page of the list under the current filters, filtered by the server. */
+function listPage(asked, before) {
+  return api.listRuns({ ...asked, limit: PAGE_SIZE, before });
 }
 
 async function refreshList() {
@@ -545,10 +521,6 @@ function applyFilters() {
   history.replaceState(history.state, '', `${location.pathname}${search ? `?${search}` : ''}${location.hash}`);
   olderCursor = null;
   olderCursorLoaded = false;
-  // Ask the server again with each change: it may have learnt the newer
-  // filters since (an upgrade under an open page).
-  serverFilters = true;
-  showFilterNote();
   scheduleRender();
   refreshList();
 }
