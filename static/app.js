@@ -2,9 +2,10 @@
 // REST client, the WebSocket and the views together, and owns the run list
 // with its filters and search (kept in the URL's query, `?status=&q=&agent=
 // &created_by=`, beside the hash `#/runs/{id}` that keeps the selected run,
-// so both survive a reload and can be shared), the inbox of every approval
+// or `#/runs/{id}/events/{seq}` that also points at one of its entries, so
+// both survive a reload and can be shared), the inbox of every approval
 // waiting across runs (its count also in the tab's title), the new-run
-// form, and the connection indicator.
+// form (with an optional budget), and the connection indicator.
 //
 // Nothing runs until the page is signed in (session.js): then the list, the
 // selected run and the WebSocket start; signed out, they all stop, and the
@@ -54,6 +55,8 @@ const els = {
   form: byId('run-form'),
   task: byId('task-input'),
   agent: byId('agent-select'),
+  maxTokens: byId('budget-tokens-input'),
+  maxUsd: byId('budget-usd-input'),
   submit: byId('submit-run'),
   formError: byId('form-error'),
   filter: byId('status-filter'),
@@ -79,6 +82,9 @@ let me = null;
 /** What those roles allow (`permissions` in session.js). */
 let can = permissions([]);
 let selectedId = null;
+/** The entry of the selected run the URL points at, revealed once the
+ * timeline shows it; null when none or once done. */
+let wantedSeq = null;
 /** The list's filters (`FILTERS`); empty strings filter nothing. */
 let filters = filtersFromUrl();
 /** The cursor for older runs under the current filter; null at the end. */
@@ -96,14 +102,38 @@ const runView = new RunView(els.runView, {
     store.putSummary(run);
     scheduleRender();
   },
-  onDecide: async (id, approvalId, { decision, feedback, argsSha256, args }) => {
+  onDecide: async (id, approvalId, { decision, feedback, argsSha256, args, addTokens, addCostUsd }) => {
     try {
-      await api.resume(id, { approvalId, decision, feedback, argsSha256, args });
+      await api.resume(id, { approvalId, decision, feedback, argsSha256, args, addTokens, addCostUsd });
     } finally {
       // The card goes when the run says the approval is decided; ask now
       // rather than wait for the next frame or poll.
       refreshRun(id, { events: !live.connected });
     }
+  },
+  onMessage: async (id, text) => {
+    store.putSummary(await api.sendMessage(id, text));
+    if (!live.connected) refreshRun(id, { events: true });
+    scheduleRender();
+  },
+  onPause: async (id, reason) => {
+    store.putSummary(await api.pause(id, reason));
+    if (!live.connected) refreshRun(id, { events: true });
+    scheduleRender();
+  },
+  onUnpause: async (id) => {
+    store.putSummary(await api.unpause(id));
+    if (!live.connected) refreshRun(id, { events: true });
+    scheduleRender();
+  },
+  onFork: async (id, seq, message) => {
+    const fork = await api.fork(id, seq, message);
+    store.putSummary(fork);
+    store.addFork(id, { run_id: fork.id, seq });
+    // The source's own account of its forks, for the page and any other.
+    refreshRun(id, { events: false });
+    location.hash = `#/runs/${encodeURIComponent(fork.id)}`;
+    return fork;
   },
   announce: (text) => setText(els.announcer, text),
 });
@@ -152,7 +182,11 @@ function render() {
   if (selectedId) {
     const run = store.effectiveRun(selectedId);
     if (run) {
-      runView.render(run, store.journal(selectedId));
+      runView.render(run, store.journal(selectedId), store.forksOf(selectedId));
+      if (wantedSeq !== null && runView.shows(wantedSeq)) {
+        runView.reveal(wantedSeq);
+        wantedSeq = null;
+      }
       instances.markDriver(driverOf(run).owner);
       document.title = `${count}${run.status} · ${String(run.task ?? '').slice(0, 40)} · agent-server`;
     } else {
@@ -406,16 +440,20 @@ async function loadOlder() {
 
 // ----- selection (the URL hash) -----------------------------------------
 
-/** The run the URL names, or null. */
+/** The run the URL names and the entry of it, if any: `{id, seq}`, or
+ * null. */
 function runInHash() {
-  const match = /^#\/runs\/([^/?#]+)$/.exec(location.hash);
-  return match ? decodeURIComponent(match[1]) : null;
+  const match = /^#\/runs\/([^/?#]+)(?:\/events\/(\d{1,12}))?$/.exec(location.hash);
+  return match ? { id: decodeURIComponent(match[1]), seq: match[2] ? Number(match[2]) : null } : null;
 }
 
 function selectFromHash() {
   // A sign-in link is session.js's; signed out, the hash waits for sign-in.
   if (!me || hasTokenFragment()) return;
-  select(runInHash());
+  const wanted = runInHash();
+  wantedSeq = wanted?.seq ?? null;
+  select(wanted?.id ?? null);
+  scheduleRender();
 }
 
 function select(id) {
@@ -447,14 +485,18 @@ els.form.addEventListener('submit', async (submitEvent) => {
     els.task.focus();
     return;
   }
-  const signature = `${agent}\n${task}`;
+  const budget = budgetFromForm();
+  if (budget === null) return;
+  const signature = `${agent}\n${task}\n${JSON.stringify(budget)}`;
   if (!creating || creating.signature !== signature) creating = { signature, key: newKey() };
   els.submit.disabled = true;
   try {
-    const run = await api.createRun({ task, agent, idempotencyKey: creating.key });
+    const run = await api.createRun({ task, agent, idempotencyKey: creating.key, budget });
     creating = null;
     store.putSummary(run);
     els.task.value = '';
+    els.maxTokens.value = '';
+    els.maxUsd.value = '';
     location.hash = `#/runs/${encodeURIComponent(run.id)}`;
   } catch (error) {
     showFormError(`The run was not created: ${error.message}`);
@@ -475,6 +517,33 @@ els.task.addEventListener('keydown', (key) => {
 function offerRunForm(offer) {
   if (offer && !els.form.isConnected) els.side.prepend(els.form);
   if (!offer && els.form.isConnected) els.form.remove();
+}
+
+/** The budget the form asks for (`{max_tokens?, max_cost_usd?}`, empty
+ * for none), or null after saying what is wrong with it. */
+function budgetFromForm() {
+  const budget = {};
+  const tokens = els.maxTokens.value.trim();
+  const dollars = els.maxUsd.value.trim();
+  if (tokens !== '') {
+    const value = Number(tokens);
+    if (!Number.isInteger(value) || value < 1) {
+      showFormError('Max tokens must be a whole number of at least 1, or empty for no limit.');
+      els.maxTokens.focus();
+      return null;
+    }
+    budget.max_tokens = value;
+  }
+  if (dollars !== '') {
+    const value = Number(dollars);
+    if (!Number.isFinite(value) || value <= 0) {
+      showFormError('Max USD must be more than 0, or empty for no limit.');
+      els.maxUsd.focus();
+      return null;
+    }
+    budget.max_cost_usd = value;
+  }
+  return budget;
 }
 
 function showFormError(text) {
