@@ -43,6 +43,8 @@ const INBOX_PAGE_SIZE = 200;
 const INBOX_PAGES = 5;
 /** How long typing must pause before a search is sent. */
 const TYPING_MS = 300;
+/** Where the selected run comes above the list (style.css). */
+const NARROW = '(max-width: 700px)';
 /** The list's filters, as they appear in the URL's query. */
 const FILTERS = ['status', 'q', 'agent', 'created_by'];
 
@@ -466,6 +468,12 @@ function select(id) {
     return;
   }
   runView.show(id);
+  // On a narrow screen the run comes above the list (style.css): a run
+  // picked far down the list would otherwise appear out of sight.
+  els.app.dataset.selected = 'true';
+  if (window.matchMedia(NARROW).matches && els.main.getBoundingClientRect().top < 0) {
+    els.main.scrollIntoView({ block: 'start' });
+  }
   live.follow(id, () => store.journal(id).lastSeq);
   // Over the WebSocket the subscription replays the journal; without it,
   // the REST API does.
