@@ -80,8 +80,7 @@ export const api = {
   },
   /** `{runs, next_before}`, newest first; `status`, `q` (in the task,
    * ignoring case), `agent` and `created_by` filter when given, and only
-   * then are they sent: a server that does not know a parameter refuses
-   * the request (400). */
+   * then are they sent. */
   listRuns({ status, q, agent, created_by: createdBy, limit = 50, before } = {}) {
     const query = new URLSearchParams({ limit: String(limit) });
     if (status) query.set('status', status);
@@ -105,16 +104,43 @@ export const api = {
       after = events[events.length - 1].seq;
     }
   },
-  createRun({ task, agent, idempotencyKey }) {
-    return request('POST', '/api/runs', { task, agent, idempotency_key: idempotencyKey });
+  /** `budget`, when given, is `{max_tokens?, max_cost_usd?}` (contract
+   * section 11); it is sent only when it holds a limit. */
+  createRun({ task, agent, idempotencyKey, budget }) {
+    const body = { task, agent, idempotency_key: idempotencyKey };
+    if (budget && Object.keys(budget).length) body.budget = budget;
+    return request('POST', '/api/runs', body);
   },
   /** A decision on the approval shown: `argsSha256` names the arguments
-   * the human saw; `args`, when given, are the edited ones to run instead. */
-  resume(id, { approvalId, decision, feedback, argsSha256, args }) {
+   * the human saw; `args`, when given, are the edited ones to run instead;
+   * `addTokens` and `addCostUsd` raise a budget (an approval of kind
+   * `budget`). */
+  resume(id, { approvalId, decision, feedback, argsSha256, args, addTokens, addCostUsd }) {
     const body = { approval_id: approvalId, decision, args_sha256: argsSha256 };
     if (feedback) body.feedback = feedback;
     if (args !== undefined) body.args = args;
+    if (addTokens !== undefined) body.add_tokens = addTokens;
+    if (addCostUsd !== undefined) body.add_cost_usd = addCostUsd;
     return request('POST', `${runPath(id)}/resume`, body);
+  },
+  /** Says `text` to the run's active agent (`OPERATOR_MESSAGE`); the run. */
+  sendMessage(id, text) {
+    return request('POST', `${runPath(id)}/messages`, { text });
+  },
+  /** Pauses the run, with the reason given or none; the run. */
+  pause(id, reason) {
+    return request('POST', `${runPath(id)}/pause`, reason ? { reason } : {});
+  },
+  /** Lets a paused run go on; the run. */
+  unpause(id) {
+    return request('POST', `${runPath(id)}/unpause`, {});
+  },
+  /** A new run from the entries 1..=`atSeq` of run `id`, told `message`
+   * when one is given; the new run. */
+  fork(id, atSeq, message) {
+    const body = { at_seq: atSeq };
+    if (message) body.message = message;
+    return request('POST', `${runPath(id)}/fork`, body);
   },
   /** `{instances: [{id, started_at, heartbeat_at, runs}]}`: the live ones. */
   instances() {

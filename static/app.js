@@ -2,9 +2,10 @@
 // REST client, the WebSocket and the views together, and owns the run list
 // with its filters and search (kept in the URL's query, `?status=&q=&agent=
 // &created_by=`, beside the hash `#/runs/{id}` that keeps the selected run,
-// so both survive a reload and can be shared), the inbox of every approval
+// or `#/runs/{id}/events/{seq}` that also points at one of its entries, so
+// both survive a reload and can be shared), the inbox of every approval
 // waiting across runs (its count also in the tab's title), the new-run
-// form, and the connection indicator.
+// form (with an optional budget), and the connection indicator.
 //
 // Nothing runs until the page is signed in (session.js): then the list, the
 // selected run and the WebSocket start; signed out, they all stop, and the
@@ -42,6 +43,8 @@ const INBOX_PAGE_SIZE = 200;
 const INBOX_PAGES = 5;
 /** How long typing must pause before a search is sent. */
 const TYPING_MS = 300;
+/** Where the selected run comes above the list (style.css). */
+const NARROW = '(max-width: 700px)';
 /** The list's filters, as they appear in the URL's query. */
 const FILTERS = ['status', 'q', 'agent', 'created_by'];
 
@@ -54,13 +57,14 @@ const els = {
   form: byId('run-form'),
   task: byId('task-input'),
   agent: byId('agent-select'),
+  maxTokens: byId('budget-tokens-input'),
+  maxUsd: byId('budget-usd-input'),
   submit: byId('submit-run'),
   formError: byId('form-error'),
   filter: byId('status-filter'),
   search: byId('search-input'),
   agentFilter: byId('agent-filter'),
   createdByFilter: byId('created-by-filter'),
-  filterNote: byId('filter-note'),
   inbox: byId('inbox-list'),
   inboxCount: byId('inbox-count'),
   inboxEmpty: byId('inbox-empty'),
@@ -80,12 +84,11 @@ let me = null;
 /** What those roles allow (`permissions` in session.js). */
 let can = permissions([]);
 let selectedId = null;
+/** The entry of the selected run the URL points at, revealed once the
+ * timeline shows it; null when none or once done. */
+let wantedSeq = null;
 /** The list's filters (`FILTERS`); empty strings filter nothing. */
 let filters = filtersFromUrl();
-/** Whether the server filters by `q`, `agent` and `created_by`. After it
- * refused them (400), until the filters change, the page asks without them
- * and filters what it has loaded. */
-let serverFilters = true;
 /** The cursor for older runs under the current filter; null at the end. */
 let olderCursor = null;
 /** Whether older runs were loaded under this filter: then the cursor has
@@ -101,14 +104,38 @@ const runView = new RunView(els.runView, {
     store.putSummary(run);
     scheduleRender();
   },
-  onDecide: async (id, approvalId, { decision, feedback, argsSha256, args }) => {
+  onDecide: async (id, approvalId, { decision, feedback, argsSha256, args, addTokens, addCostUsd }) => {
     try {
-      await api.resume(id, { approvalId, decision, feedback, argsSha256, args });
+      await api.resume(id, { approvalId, decision, feedback, argsSha256, args, addTokens, addCostUsd });
     } finally {
       // The card goes when the run says the approval is decided; ask now
       // rather than wait for the next frame or poll.
       refreshRun(id, { events: !live.connected });
     }
+  },
+  onMessage: async (id, text) => {
+    store.putSummary(await api.sendMessage(id, text));
+    if (!live.connected) refreshRun(id, { events: true });
+    scheduleRender();
+  },
+  onPause: async (id, reason) => {
+    store.putSummary(await api.pause(id, reason));
+    if (!live.connected) refreshRun(id, { events: true });
+    scheduleRender();
+  },
+  onUnpause: async (id) => {
+    store.putSummary(await api.unpause(id));
+    if (!live.connected) refreshRun(id, { events: true });
+    scheduleRender();
+  },
+  onFork: async (id, seq, message) => {
+    const fork = await api.fork(id, seq, message);
+    store.putSummary(fork);
+    store.addFork(id, { run_id: fork.id, seq });
+    // The source's own account of its forks, for the page and any other.
+    refreshRun(id, { events: false });
+    location.hash = `#/runs/${encodeURIComponent(fork.id)}`;
+    return fork;
   },
   announce: (text) => setText(els.announcer, text),
 });
@@ -157,7 +184,11 @@ function render() {
   if (selectedId) {
     const run = store.effectiveRun(selectedId);
     if (run) {
-      runView.render(run, store.journal(selectedId));
+      runView.render(run, store.journal(selectedId), store.forksOf(selectedId));
+      if (wantedSeq !== null && runView.shows(wantedSeq)) {
+        runView.reveal(wantedSeq);
+        wantedSeq = null;
+      }
       instances.markDriver(driverOf(run).owner);
       document.title = `${count}${run.status} · ${String(run.task ?? '').slice(0, 40)} · agent-server`;
     } else {
@@ -358,28 +389,9 @@ function checkDriver(liveIds) {
   }
 }
 
-/** A page of the list under the current filters. A server that refuses
- * the newer filters (400) is asked again without them, and the page
- * filters what it gets (`matches` in store.js), saying so. */
-async function listPage(asked, before) {
-  const wanted = { ...asked, limit: PAGE_SIZE, before };
-  const newer = asked.q || asked.agent || asked.created_by;
-  if (newer && serverFilters) {
-    try {
-      return await api.listRuns(wanted);
-    } catch (error) {
-      if (error.status !== 400) throw error;
-      serverFilters = false;
-      showFilterNote();
-    }
-  }
-  return api.listRuns(newer ? { status: asked.status, limit: PAGE_SIZE, before } : wanted);
-}
-
-function showFilterNote() {
-  const newer = filters.q || filters.agent || filters.created_by;
-  els.filterNote.hidden = serverFilters || !newer;
-  setText(els.filterNote, 'This server does not filter by these yet: only the runs loaded here are searched. "More" loads older ones.');
+/** A page of the list under the current filters, filtered by the server. */
+function listPage(asked, before) {
+  return api.listRuns({ ...asked, limit: PAGE_SIZE, before });
 }
 
 async function refreshList() {
@@ -430,16 +442,20 @@ async function loadOlder() {
 
 // ----- selection (the URL hash) -----------------------------------------
 
-/** The run the URL names, or null. */
+/** The run the URL names and the entry of it, if any: `{id, seq}`, or
+ * null. */
 function runInHash() {
-  const match = /^#\/runs\/([^/?#]+)$/.exec(location.hash);
-  return match ? decodeURIComponent(match[1]) : null;
+  const match = /^#\/runs\/([^/?#]+)(?:\/events\/(\d{1,12}))?$/.exec(location.hash);
+  return match ? { id: decodeURIComponent(match[1]), seq: match[2] ? Number(match[2]) : null } : null;
 }
 
 function selectFromHash() {
   // A sign-in link is session.js's; signed out, the hash waits for sign-in.
   if (!me || hasTokenFragment()) return;
-  select(runInHash());
+  const wanted = runInHash();
+  wantedSeq = wanted?.seq ?? null;
+  select(wanted?.id ?? null);
+  scheduleRender();
 }
 
 function select(id) {
@@ -452,6 +468,12 @@ function select(id) {
     return;
   }
   runView.show(id);
+  // On a narrow screen the run comes above the list (style.css): a run
+  // picked far down the list would otherwise appear out of sight.
+  els.app.dataset.selected = 'true';
+  if (window.matchMedia(NARROW).matches && els.main.getBoundingClientRect().top < 0) {
+    els.main.scrollIntoView({ block: 'start' });
+  }
   live.follow(id, () => store.journal(id).lastSeq);
   // Over the WebSocket the subscription replays the journal; without it,
   // the REST API does.
@@ -471,14 +493,18 @@ els.form.addEventListener('submit', async (submitEvent) => {
     els.task.focus();
     return;
   }
-  const signature = `${agent}\n${task}`;
+  const budget = budgetFromForm();
+  if (budget === null) return;
+  const signature = `${agent}\n${task}\n${JSON.stringify(budget)}`;
   if (!creating || creating.signature !== signature) creating = { signature, key: newKey() };
   els.submit.disabled = true;
   try {
-    const run = await api.createRun({ task, agent, idempotencyKey: creating.key });
+    const run = await api.createRun({ task, agent, idempotencyKey: creating.key, budget });
     creating = null;
     store.putSummary(run);
     els.task.value = '';
+    els.maxTokens.value = '';
+    els.maxUsd.value = '';
     location.hash = `#/runs/${encodeURIComponent(run.id)}`;
   } catch (error) {
     showFormError(`The run was not created: ${error.message}`);
@@ -499,6 +525,33 @@ els.task.addEventListener('keydown', (key) => {
 function offerRunForm(offer) {
   if (offer && !els.form.isConnected) els.side.prepend(els.form);
   if (!offer && els.form.isConnected) els.form.remove();
+}
+
+/** The budget the form asks for (`{max_tokens?, max_cost_usd?}`, empty
+ * for none), or null after saying what is wrong with it. */
+function budgetFromForm() {
+  const budget = {};
+  const tokens = els.maxTokens.value.trim();
+  const dollars = els.maxUsd.value.trim();
+  if (tokens !== '') {
+    const value = Number(tokens);
+    if (!Number.isInteger(value) || value < 1) {
+      showFormError('Max tokens must be a whole number of at least 1, or empty for no limit.');
+      els.maxTokens.focus();
+      return null;
+    }
+    budget.max_tokens = value;
+  }
+  if (dollars !== '') {
+    const value = Number(dollars);
+    if (!Number.isFinite(value) || value <= 0) {
+      showFormError('Max USD must be more than 0, or empty for no limit.');
+      els.maxUsd.focus();
+      return null;
+    }
+    budget.max_cost_usd = value;
+  }
+  return budget;
 }
 
 function showFormError(text) {
@@ -545,10 +598,6 @@ function applyFilters() {
   history.replaceState(history.state, '', `${location.pathname}${search ? `?${search}` : ''}${location.hash}`);
   olderCursor = null;
   olderCursorLoaded = false;
-  // Ask the server again with each change: it may have learnt the newer
-  // filters since (an upgrade under an open page).
-  serverFilters = true;
-  showFilterNote();
   scheduleRender();
   refreshList();
 }

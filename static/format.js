@@ -123,8 +123,13 @@ export function tickLabel(ms) {
 }
 
 /** An amount in US dollars: cents for large sums, four decimals for the
- * small ones model calls cost. */
+ * small ones model calls cost (without trailing zeros past the cents),
+ * and two significant digits below a cent (a call of a cheap model costs
+ * millionths). */
 export function usd(amount) {
   if (!Number.isFinite(amount)) return '';
-  return amount >= 1 ? `$${amount.toFixed(2)}` : `$${amount.toFixed(4)}`;
+  if (amount >= 1 || amount === 0) return `$${amount.toFixed(2)}`;
+  if (amount >= 0.01) return `$${amount.toFixed(4).replace(/(\.\d\d\d*?)0+$/, '$1')}`;
+  const decimals = Math.min(12, 1 - Math.floor(Math.log10(Math.abs(amount))));
+  return `$${amount.toFixed(decimals)}`;
 }

@@ -10,13 +10,18 @@
 //   is filled;
 // - what the views show is the freshest summary with the journal events it
 //   has not seen yet folded on top (`effectiveRun`), so a decision seen as an
-//   event hides the approval card even before the new summary arrives.
+//   event hides the approval card even before the new summary arrives (the
+//   same for a pause, a budget reached or raised, and the tokens and cost a
+//   model answer adds to the budget).
+//
+// A run's forks are named only by `GET /api/runs/{id}`; they are kept
+// apart (`forksOf`), since lists and WebSocket frames carry none.
 //
 // The instance driving a run (`owner`, contract section 10) comes only from
 // summaries; a journal event folded on top can only take it away: a run
 // that parks for a human or ends has no driver.
 
-export const STATUSES = ['pending', 'running', 'waiting_approval', 'completed', 'failed', 'cancelled'];
+export const STATUSES = ['pending', 'running', 'waiting_approval', 'paused', 'completed', 'failed', 'cancelled'];
 export const TERMINAL_STATUSES = new Set(['completed', 'failed', 'cancelled']);
 export const TERMINAL_EVENTS = new Set(['RUN_COMPLETED', 'RUN_FAILED', 'RUN_CANCELLED']);
 /** Statuses in which a run waits for a human and no instance drives it
@@ -163,11 +168,41 @@ export function overlay(summary, events) {
           expires_at: payload.expires_at,
         };
         break;
+      case 'BUDGET_EXCEEDED':
+        run.status = 'waiting_approval';
+        run.owner = null;
+        run.pending_approval = {
+          approval_id: payload.approval_id,
+          kind: 'budget',
+          call_id: '',
+          agent: event.agent,
+          tool: 'budget',
+          args: {
+            used_tokens: payload.used_tokens,
+            max_tokens: payload.max_tokens,
+            used_cost_usd: payload.used_cost_usd,
+            max_cost_usd: payload.max_cost_usd,
+          },
+          args_sha256: null,
+          requested_at: event.at,
+          expires_at: payload.expires_at,
+        };
+        break;
       case 'RUN_RESUMED':
+      case 'BUDGET_RAISED':
         if (run.pending_approval && run.pending_approval.approval_id === payload.approval_id) {
           run.pending_approval = null;
         }
         if (run.status === 'waiting_approval' && !run.pending_approval) run.status = 'running';
+        if (event.type === 'BUDGET_RAISED' && run.budget) {
+          run.budget = { ...run.budget, max_tokens: payload.max_tokens ?? null, max_cost_usd: payload.max_cost_usd ?? null };
+        }
+        break;
+      case 'RUN_PAUSED':
+        run.status = 'paused';
+        break;
+      case 'RUN_UNPAUSED':
+        if (run.status === 'paused') run.status = run.pending_approval ? 'waiting_approval' : 'running';
         break;
       case 'AGENT_THOUGHT': {
         const agent = event.agent ?? payload.agent;
@@ -177,6 +212,15 @@ export function overlay(summary, events) {
           input_tokens: sum.input_tokens + (used.input_tokens || 0),
           output_tokens: sum.output_tokens + (used.output_tokens || 0),
         };
+        const cost = Number(payload.cost_usd) || 0;
+        if (typeof run.cost_usd === 'number') run.cost_usd += cost;
+        if (run.budget) {
+          run.budget = {
+            ...run.budget,
+            used_tokens: (run.budget.used_tokens || 0) + (used.input_tokens || 0) + (used.output_tokens || 0),
+            used_cost_usd: (run.budget.used_cost_usd || 0) + cost,
+          };
+        }
         break;
       }
       case 'RUN_COMPLETED':
@@ -202,15 +246,35 @@ export class Store {
   constructor() {
     this.summaries = new Map();
     this.journals = new Map();
+    /** The forks of each run, `[{run_id, seq}]`: only `GET /api/runs/{id}`
+     * names them, so they are kept apart from summaries, which lists and
+     * WebSocket frames replace without them. Forks are never undone. */
+    this.forks = new Map();
   }
 
   /** Keeps `run` unless a more recent summary is held; true if kept. */
   putSummary(run) {
     if (!run || typeof run.id !== 'string') return false;
+    if (Array.isArray(run.forks)) for (const fork of run.forks) this.addFork(run.id, fork);
     const held = this.summaries.get(run.id);
     if (held && olderThan(run, held)) return false;
     this.summaries.set(run.id, run);
     return true;
+  }
+
+  /** Notes that `fork.run_id` was forked from run `id` at `fork.seq`. */
+  addFork(id, fork) {
+    if (!fork || typeof fork.run_id !== 'string') return;
+    const forks = this.forks.get(id) ?? [];
+    if (forks.some((known) => known.run_id === fork.run_id)) return;
+    forks.push({ run_id: fork.run_id, seq: fork.seq });
+    forks.sort((a, b) => a.seq - b.seq);
+    this.forks.set(id, forks);
+  }
+
+  /** The forks of run `id` known so far, by the seq they were taken at. */
+  forksOf(id) {
+    return this.forks.get(id) ?? [];
   }
 
   journal(id) {

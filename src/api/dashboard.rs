@@ -67,6 +67,11 @@ const ASSETS: &[Asset] = &[
     asset!("session.js", JAVASCRIPT),
     asset!("canonical.js", JAVASCRIPT),
     asset!("instances.js", JAVASCRIPT),
+    asset!("markdown.js", JAVASCRIPT),
+    asset!("timeline.js", JAVASCRIPT),
+    asset!("waterfall.js", JAVASCRIPT),
+    asset!("operator.js", JAVASCRIPT),
+    asset!("budget.js", JAVASCRIPT),
 ];
 
 /// The page may load only its own files and talk only to its own origin

@@ -1,4 +1,4 @@
-// markdown: the Markdown renderer of results (`markdown` in static/dom.js),
+// markdown: the Markdown renderer of results (`markdown` in static/markdown.js),
 // run in the page on hand-made input: each construct agents use becomes
 // the right elements, and hostile input (tags, `javascript:` links, event
 // handler attributes, unclosed fences) stays text: no element the renderer
@@ -10,7 +10,7 @@ import { test, expect } from '../helpers/fixtures.js';
  * `[tag, {attributes}, ...children]`, text nodes as strings. */
 async function render(page, text) {
   return page.evaluate(async (source) => {
-    const { markdown } = await import('/static/dom.js');
+    const { markdown } = await import('/static/markdown.js');
     const tree = (node) => {
       if (node.nodeType === Node.TEXT_NODE) return node.data;
       const attributes = Object.fromEntries([...node.attributes].map((a) => [a.name, a.value]));
@@ -97,12 +97,12 @@ test('hostile input stays text: tags, script, javascript: links, unclosed fences
   const pre = tree[tree.length - 1];
   expect(pre).toEqual(['pre', {}, ['code', {}, '<script>window.__pwned = 4</script>\n[not a link](https://example.com)']]);
   // The text is all there, as text.
-  const text = await page.evaluate(async (source) => (await import('/static/dom.js')).markdown(source).textContent, hostile);
+  const text = await page.evaluate(async (source) => (await import('/static/markdown.js')).markdown(source).textContent, hostile);
   expect(text).toContain('<script>window.__pwned = 1</script>');
   expect(text).toContain('[click me](javascript:window.__pwned=3)');
   // Nothing ran, even with the nodes in the document.
   await page.evaluate(async (source) => {
-    document.body.append((await import('/static/dom.js')).markdown(source));
+    document.body.append((await import('/static/markdown.js')).markdown(source));
   }, hostile);
   expect(await page.evaluate(() => window.__pwned)).toBeUndefined();
   expect(await page.locator('body script, body img').count()).toBe(0);
@@ -110,7 +110,7 @@ test('hostile input stays text: tags, script, javascript: links, unclosed fences
 
 test('only absolute http(s) addresses are links', async ({ page }) => {
   const verdicts = await page.evaluate(async () => {
-    const { safeHref } = await import('/static/dom.js');
+    const { safeHref } = await import('/static/markdown.js');
     return ['https://a.example/x', 'http://a.example', 'HTTPS://A.EXAMPLE/', 'javascript:alert(1)', 'JaVaScRiPt:alert(1)',
       'data:text/html,x', 'vbscript:x', '//evil.example', '/relative', 'mailto:a@b.c', 'java\tscript:alert(1)', '']
       .map((address) => safeHref(address));

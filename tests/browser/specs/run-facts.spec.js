@@ -1,6 +1,6 @@
 // run-facts: what the run view derives from a journal, run in the page on
 // hand-made input: the waterfall's spans with delegated agents nested under
-// their `delegate` call (static/runview.js `callSpans`), the run's clock and
+// their `delegate` call (static/waterfall.js `callSpans`), the run's clock and
 // time spent waiting for humans, tokens and cost, retries and why, and the
 // axis ticks (static/store.js, static/format.js).
 
@@ -44,7 +44,7 @@ test.beforeEach(async ({ page }) => {
 
 test('a delegation spans its call to its result, with the delegated agent\'s work nested under it', async ({ page }) => {
   const spans = await page.evaluate(async (events) => {
-    const { callSpans } = await import('/static/runview.js');
+    const { callSpans } = await import('/static/waterfall.js');
     return callSpans(events).map(({ kind, agent, label, start, end, depth, seq, failed }) => ({ kind, agent, label, ms: end - start, depth, seq, failed }));
   }, delegatingJournal());
   expect(spans).toEqual([

@@ -131,3 +131,49 @@ test('who drives a run: the summary\'s owner, taken away by a parking or final e
   expect(result.claimed).toEqual({ state: 'driven', owner: 'host-c3' });
   expect(result.finishedWithOwner).toEqual({ state: 'finished', owner: null });
 });
+
+test('pauses, budgets and forks folded on a summary (contract section 11)', async ({ page }) => {
+  await page.goto('/');
+  const times = [0, 1, 2, 3, 4, 5, 6].map(at);
+  const result = await page.evaluate(async (times) => {
+    const { Store, driverOf } = await import('/static/store.js');
+    const store = new Store();
+    const id = 'r2';
+    store.putSummary({
+      id, status: 'running', agent: 'coding', task: 't', created_at: times[0], updated_at: times[0], owner: 'i-1',
+      pending_approval: null, usage: {}, result: null, error: null, last_seq: 1, cost_usd: 0,
+      budget: { max_tokens: 100, max_cost_usd: null, used_tokens: 0, used_cost_usd: 0 },
+      forks: [{ run_id: 'f2', seq: 1 }],
+    });
+    const journal = store.journal(id);
+    const seen = [];
+    const look = () => {
+      const run = store.effectiveRun(id);
+      seen.push({ status: run.status, kind: run.pending_approval?.kind ?? null, budget: run.budget, cost: run.cost_usd, driver: driverOf(run).state });
+    };
+    journal.offer({ seq: 1, type: 'RUN_STARTED', agent: 'coding', at: times[0], payload: { task: 't', agent: 'coding' } });
+    journal.offer({ seq: 2, type: 'RUN_PAUSED', agent: 'coding', at: times[1], payload: { reason: null, by: 'op' } });
+    journal.offer({ seq: 3, type: 'AGENT_THOUGHT', agent: 'coding', at: times[2], payload: { usage: { input_tokens: 100, output_tokens: 20 }, cost_usd: 0.5, tool_calls: [] } });
+    look();
+    journal.offer({ seq: 4, type: 'RUN_UNPAUSED', agent: 'coding', at: times[3], payload: { by: 'op' } });
+    look();
+    journal.offer({ seq: 5, type: 'BUDGET_EXCEEDED', agent: 'coding', at: times[4], payload: { approval_id: 'b1', used_tokens: 120, max_tokens: 100, used_cost_usd: 0.5, max_cost_usd: null, expires_at: times[6] } });
+    look();
+    journal.offer({ seq: 6, type: 'BUDGET_RAISED', agent: 'coding', at: times[5], payload: { approval_id: 'b1', max_tokens: 1100, max_cost_usd: null, by: 'ap' } });
+    look();
+    // A summary without `forks` (a list, a WebSocket frame) keeps them; a
+    // fork made on the page adds one.
+    store.putSummary({ ...store.summaries.get(id), last_seq: 6, updated_at: times[5], forks: undefined });
+    store.addFork(id, { run_id: 'f1', seq: 1 });
+    store.addFork(id, { run_id: 'f0', seq: 0 });
+    store.addFork(id, { run_id: 'f1', seq: 1 });
+    return { seen, forks: store.forksOf(id) };
+  }, times);
+  expect(result.seen).toEqual([
+    { status: 'paused', kind: null, budget: { max_tokens: 100, max_cost_usd: null, used_tokens: 120, used_cost_usd: 0.5 }, cost: 0.5, driver: 'driven' },
+    { status: 'running', kind: null, budget: { max_tokens: 100, max_cost_usd: null, used_tokens: 120, used_cost_usd: 0.5 }, cost: 0.5, driver: 'driven' },
+    { status: 'waiting_approval', kind: 'budget', budget: { max_tokens: 100, max_cost_usd: null, used_tokens: 120, used_cost_usd: 0.5 }, cost: 0.5, driver: 'parked' },
+    { status: 'running', kind: null, budget: { max_tokens: 1100, max_cost_usd: null, used_tokens: 120, used_cost_usd: 0.5 }, cost: 0.5, driver: 'unclaimed' },
+  ]);
+  expect(result.forks).toEqual([{ run_id: 'f0', seq: 0 }, { run_id: 'f2', seq: 1 }, { run_id: 'f1', seq: 1 }]);
+});
