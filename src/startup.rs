@@ -108,6 +108,8 @@ pub struct Application {
     registry: RunRegistry,
     pool: deadpool_postgres::Pool,
     embedded: Option<EmbeddedPostgres>,
+    /// `{data dir}/server.pid`, removed at a clean stop.
+    pid_file: std::path::PathBuf,
     stopping: tokio_util::sync::CancellationToken,
     metrics: Metrics,
 }
@@ -256,14 +258,21 @@ impl Application {
             access: api::access::AccessPolicy::new(&settings, local.port()),
             settings: Arc::new(settings),
         });
+        let app_state = state.clone();
         let server = api::wire::server(listener, move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(api::access::guard))
                 .wrap(TracingLogger::default())
-                .app_data(state.clone())
+                .app_data(app_state.clone())
                 .configure(api::configure)
                 .default_service(web::to(api::not_found))
         })?;
+        // For a human's `kill` (the README's walk-through): this process
+        // exactly, whatever else runs on the machine.
+        let pid_file = state.settings.data_dir.join("server.pid");
+        if let Err(error) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+            tracing::warn!(%error, file = %pid_file.display(), "could not write the pid file");
+        }
         println!("agent-server listening on http://{local}");
         if let Some(bootstrap) = &bootstrap {
             println!("{}", sign_in_hint(bootstrap, local));
@@ -274,6 +283,7 @@ impl Application {
             registry,
             pool: database.pool,
             embedded: None,
+            pid_file,
             stopping,
             metrics,
         })
@@ -307,6 +317,7 @@ impl Application {
         if let Some(cluster) = &self.embedded {
             cluster.stop().await?;
         }
+        let _ = std::fs::remove_file(&self.pid_file);
         tracing::info!("agent-server stopped");
         Ok(())
     }

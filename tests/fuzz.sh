@@ -54,7 +54,7 @@ start_server "$work" AGENT_SERVER_ADMIN_TOKEN="$token" AGENT_RATE_LIMIT_RUNS_PER
   AGENT_MAX_OPEN_RUNS_PER_TOKEN=10000000 RUST_LOG=warn
 
 status=0
-"$venv/bin/st" run "$base/api/openapi.json" \
+"$venv/bin/st" --config-file tests/schemathesis.toml run "$base/api/openapi.json" \
   --checks all \
   -H "Authorization: Bearer $token" \
   --exclude-path /api/ws \

@@ -51,8 +51,10 @@ pub struct CreateRun {
     #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
     /// Limits after which the run waits for an approver to raise them
-    /// (default `AGENT_RUN_MAX_TOKENS`, `AGENT_RUN_MAX_COST_USD`).
-    budget: Option<BudgetBody>,
+    /// (default `AGENT_RUN_MAX_TOKENS`, `AGENT_RUN_MAX_COST_USD`). Read as
+    /// an object first: serde would take an array for a struct.
+    #[schema(value_type = Option<BudgetBody>)]
+    budget: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A run's limits as a request gives them.
@@ -60,22 +62,25 @@ pub struct CreateRun {
 #[serde(deny_unknown_fields)]
 pub struct BudgetBody {
     /// Tokens, input and output, all agents together.
-    #[schema(value_type = Option<i64>, minimum = 1)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 9000000000000000_i64)]
     max_tokens: Option<serde_json::Number>,
     /// USD at the prices of `AGENT_MODEL_PRICES`.
-    #[schema(value_type = Option<f64>, exclusive_minimum = 0)]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1000000000000_f64)]
     max_cost_usd: Option<serde_json::Number>,
 }
+
+/// The most tokens a budget or a raise may name.
+const MAX_TOKENS: u64 = 9_000_000_000_000_000;
 
 /// Whole tokens from a JSON number (`1000.0` is 1000), at least 1.
 fn whole_tokens(number: &serde_json::Number, name: &str) -> Result<u64, ApiError> {
     match number.as_u64() {
-        Some(n) if n >= 1 => Ok(n),
+        Some(n) if (1..=MAX_TOKENS).contains(&n) => Ok(n),
         Some(_) => Err(ApiError::InvalidRequest(format!(
             "`{name}` must be at least 1"
         ))),
         None => match number.as_f64() {
-            Some(f) if f.fract() == 0.0 && (1.0..9.0e15).contains(&f) => Ok(f as u64),
+            Some(f) if f.fract() == 0.0 && (1.0..=9.0e15).contains(&f) => Ok(f as u64),
             _ => Err(ApiError::InvalidRequest(format!(
                 "`{name}` must be a whole number of tokens, at least 1"
             ))),
@@ -86,7 +91,7 @@ fn whole_tokens(number: &serde_json::Number, name: &str) -> Result<u64, ApiError
 /// USD from a JSON number, more than 0.
 fn usd(number: &serde_json::Number, name: &str) -> Result<f64, ApiError> {
     match number.as_f64() {
-        Some(f) if f.is_finite() && f > 0.0 && f < 1.0e12 => Ok(f),
+        Some(f) if f.is_finite() && f > 0.0 && f <= 1.0e12 => Ok(f),
         _ => Err(ApiError::InvalidRequest(format!(
             "`{name}` must be a number of USD greater than 0"
         ))),
@@ -114,11 +119,13 @@ pub struct ResumeBody {
     /// the model's; they must fit the tool's schema.
     #[schema(value_type = Option<Object>)]
     args: Option<serde_json::Value>,
-    /// A budget approval only: tokens to add to the run's token limit.
-    #[schema(value_type = Option<i64>, minimum = 1)]
+    /// A budget approval only: tokens to add to the run's token limit
+    /// (ignored with `rejected`).
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 9000000000000000_i64)]
     add_tokens: Option<serde_json::Number>,
-    /// A budget approval only: USD to add to the run's cost limit.
-    #[schema(value_type = Option<f64>, exclusive_minimum = 0)]
+    /// A budget approval only: USD to add to the run's cost limit
+    /// (ignored with `rejected`).
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1000000000000_f64)]
     add_cost_usd: Option<serde_json::Number>,
 }
 
@@ -142,7 +149,7 @@ pub struct CancelBody {
 /// Whitespace as the API document's `task` pattern names it: what counts as
 /// blank must be the same set for the server and for any client that reads
 /// the document (regex engines disagree on `\s`).
-fn is_blank(c: char) -> bool {
+pub(super) fn is_blank(c: char) -> bool {
     matches!(
         c,
         '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | ' ' | '\u{1C}'..='\u{1F}' | '\u{85}' | '\u{A0}'
@@ -211,20 +218,24 @@ pub async fn create(
         }
     };
     let idempotency_key = idempotency_key(&req, body.idempotency_key)?;
-    let budget = match &body.budget {
+    let budget = match body.budget {
         None => app.settings.default_budget,
-        Some(given) => crate::domain::Budget {
-            max_tokens: given
-                .max_tokens
-                .as_ref()
-                .map(|n| whole_tokens(n, "budget.max_tokens"))
-                .transpose()?,
-            max_cost_usd: given
-                .max_cost_usd
-                .as_ref()
-                .map(|n| usd(n, "budget.max_cost_usd"))
-                .transpose()?,
-        },
+        Some(given) => {
+            let given: BudgetBody = serde_json::from_value(serde_json::Value::Object(given))
+                .map_err(|e| ApiError::InvalidRequest(format!("`budget`: {e}")))?;
+            crate::domain::Budget {
+                max_tokens: given
+                    .max_tokens
+                    .as_ref()
+                    .map(|n| whole_tokens(n, "budget.max_tokens"))
+                    .transpose()?,
+                max_cost_usd: given
+                    .max_cost_usd
+                    .as_ref()
+                    .map(|n| usd(n, "budget.max_cost_usd"))
+                    .transpose()?,
+            }
+        }
     };
 
     let start = Start {
@@ -404,7 +415,6 @@ pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResp
         q: text("q", 200)?,
         agent: params
             .get("agent")
-            .filter(|a| !a.is_empty())
             .map(|a| a.parse::<AgentName>())
             .transpose()
             .map_err(ApiError::InvalidRequest)?,
@@ -570,11 +580,12 @@ pub async fn resume(
         .as_ref()
         .map(|n| usd(n, "add_cost_usd"))
         .transpose()?;
-    if !approved && (add_tokens.is_some() || add_cost_usd.is_some()) {
-        return Err(ApiError::InvalidRequest(
-            "`add_tokens` and `add_cost_usd` go with `approved` only".into(),
-        ));
-    }
+    // A rejection raises nothing: amounts sent with it are ignored.
+    let (add_tokens, add_cost_usd) = if approved {
+        (add_tokens, add_cost_usd)
+    } else {
+        (None, None)
+    };
     let command = Command::Decide {
         approval_id,
         approved,

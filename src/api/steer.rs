@@ -23,8 +23,13 @@ pub const MAX_MESSAGE_CHARS: usize = 8_192;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageBody {
-    /// What the run's acting agent reads before its next model call.
-    #[schema(min_length = 1, max_length = 8192)]
+    /// What the run's acting agent reads before its next model call: some
+    /// character that is not whitespace (the same set as a run's `task`).
+    #[schema(
+        min_length = 1,
+        max_length = 8192,
+        pattern = r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+    )]
     text: String,
 }
 
@@ -43,7 +48,7 @@ pub struct ForkBody {
     /// The last entry of the source the fork copies.
     #[schema(value_type = i64, minimum = 1)]
     at_seq: serde_json::Number,
-    /// An operator's message the fork starts with.
+    /// An operator's message the fork starts with (blank: none).
     #[schema(max_length = 8192)]
     message: Option<String>,
 }
@@ -55,7 +60,7 @@ fn run_id(path: &str) -> Result<Uuid, ApiError> {
 
 /// Checks an operator's text: not blank when `required`, no NUL, not too long.
 fn check_text(name: &str, text: &str, required: bool) -> Result<(), ApiError> {
-    if required && text.trim().is_empty() {
+    if required && text.chars().all(super::runs::is_blank) {
         return Err(ApiError::InvalidRequest(format!(
             "`{name}` must not be empty"
         )));
@@ -228,7 +233,9 @@ pub async fn fork(
                 .map(|f| f as i64)
         })
         .ok_or_else(|| ApiError::InvalidRequest("`at_seq` must be a whole number".into()))?;
-    if let Some(message) = &body.message {
+    // A blank message is no message, as an empty box in the dashboard.
+    let message = body.message.filter(|m| !m.trim().is_empty());
+    if let Some(message) = &message {
         check_text("message", message, true)?;
     }
     let source = journal::get_run(&app.pool, id)
@@ -256,7 +263,7 @@ pub async fn fork(
                 .get("traceparent")
                 .and_then(|v| v.to_str().ok()),
         ),
-        message: body.message,
+        message,
     };
     let limits = RunLimits {
         per_minute: app.settings.access.runs_per_minute,

@@ -361,9 +361,11 @@ pub fn fork(prefix: &[Event], fork: Fork, env: &Env) -> Result<(RunState, Transi
         events: Vec::new(),
     };
     let agent = Some(builder.state.current_agent());
+    // Keyed by where it was taken: a fork of a fork copies its source's
+    // `RUN_FORKED`, which was taken at an earlier entry.
     builder.push(
         agent,
-        "forked".into(),
+        format!("forked:{}", fork.from_seq),
         EventBody::RunForked {
             from_run_id: fork.from_run_id,
             from_seq: fork.from_seq,

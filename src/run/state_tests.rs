@@ -1482,3 +1482,22 @@ fn a_fork_at_a_pending_approval_asks_again_and_one_at_an_answer_goes_on() {
         ["RUN_FORKED", "TOOL_CALLED", "TOOL_STARTED"]
     );
 }
+
+#[test]
+fn a_fork_of_a_fork_has_keys_of_its_own() {
+    let source = forkable();
+    let (first, _) = source.fork_at(seq_of(&source, "TOOL_RESULT", 0), Some("again"));
+    // Past the first fork's own RUN_FORKED and message.
+    let at = first.journal.len();
+    let (second, _) = first.fork_at(at, None);
+    let forked: Vec<&str> = second
+        .journal
+        .iter()
+        .filter(|e| e.body.type_name() == "RUN_FORKED")
+        .map(|e| e.key.as_str())
+        .collect();
+    assert_eq!(forked.len(), 2);
+    assert_ne!(forked[0], forked[1]);
+    let mut keys = HashSet::new();
+    assert!(second.journal.iter().all(|e| keys.insert(e.key.clone())));
+}
