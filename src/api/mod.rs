@@ -276,7 +276,9 @@ async fn read_body<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or blanks not declared as JSON, is no body; blanks
+    // declared as JSON are not a JSON document.
+    if body.is_empty() || (body.iter().all(u8::is_ascii_whitespace) && !declares_json(req)) {
         return Ok(None);
     }
     if !declares_json(req) {

@@ -400,14 +400,14 @@ pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResp
     let text = |name: &str, max: usize| -> Result<Option<String>, ApiError> {
         match params.get(name) {
             None => Ok(None),
-            Some(v) if v.contains('\0') || v.chars().count() > max => {
-                Err(ApiError::InvalidRequest(format!(
-                    "`{name}` must be at most {max} characters, without NUL characters"
-                )))
-            }
+            Some(v) if v.chars().count() > max => Err(ApiError::InvalidRequest(format!(
+                "`{name}` must be at most {max} characters"
+            ))),
             // An empty filter filters nothing, as a blank search box.
             Some(v) if v.is_empty() => Ok(None),
-            Some(v) => Ok(Some(v.clone())),
+            // PostgreSQL text holds no NUL; the journal keeps U+FFFD instead,
+            // so that is what a NUL in a search can match.
+            Some(v) => Ok(Some(v.replace('\0', "\u{FFFD}"))),
         }
     };
     let filter = journal::RunFilter {

@@ -58,18 +58,14 @@ fn run_id(path: &str) -> Result<Uuid, ApiError> {
     path.parse().map_err(|_| ApiError::run_not_found())
 }
 
-/// Checks an operator's text: not blank when `required`, no NUL, not too long.
+/// Checks an operator's text: not blank when `required`, not too long.
 fn check_text(name: &str, text: &str, required: bool) -> Result<(), ApiError> {
     if required && text.chars().all(super::runs::is_blank) {
         return Err(ApiError::InvalidRequest(format!(
             "`{name}` must not be empty"
         )));
     }
-    if text.contains('\0') {
-        return Err(ApiError::InvalidRequest(format!(
-            "`{name}` must not contain NUL characters"
-        )));
-    }
+    // A NUL character is kept as U+FFFD by the journal, like a model's.
     let chars = text.chars().count();
     if chars > MAX_MESSAGE_CHARS {
         return Err(ApiError::InvalidRequest(format!(

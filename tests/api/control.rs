@@ -647,6 +647,32 @@ async fn a_usd_budget_counts_the_prices_and_the_default_budget_applies() {
         &[("agent", "coding"), ("model", "mock-model")],
     );
     assert_eq!(cost, 62.0);
+    // Rejected in USD: the run fails, and nothing more is spent.
+    app.llm
+        .push(Reply::tool_call("c3", "list_files", json!({})));
+    let run = api
+        .create_run(
+            json!({"task": "spend again", "agent": "coding", "budget": {"max_cost_usd": 5}}),
+        )
+        .await;
+    let id = run["id"].as_str().unwrap();
+    let pending = api.wait_for_approval(id).await;
+    assert_eq!(pending["args"]["used_cost_usd"], 20.0);
+    assert_eq!(pending["args"]["max_cost_usd"], 5.0);
+    let requests = app.llm.requests().len();
+    let response = api
+        .resume(
+            id,
+            pending["approval_id"].as_str().unwrap(),
+            "rejected",
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let failed = api.wait_for_status(id, "failed").await;
+    assert_eq!(failed["error"]["code"], "budget_exceeded");
+    assert_eq!(failed["cost_usd"], 20.0);
+    assert_eq!(app.llm.requests().len(), requests);
     for bad in [
         json!({"max_tokens": 0}),
         json!({"max_tokens": 1.5}),
