@@ -435,7 +435,7 @@ pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResp
 }
 
 /// A path id; anything that is not a UUID cannot name a run.
-fn run_id(path: &str) -> Result<Uuid, ApiError> {
+pub(super) fn run_id(path: &str) -> Result<Uuid, ApiError> {
     path.parse().map_err(|_| ApiError::run_not_found())
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::access::Caller;
 use super::openapi::ErrorBody;
-use super::runs::{MAX_REASON_CHARS, send};
+use super::runs::{run_id, send};
 use super::{ApiError, AppState, read_json};
 use crate::domain::Command;
 use crate::journal::{self, Created, RunLimits, RunRecord};
@@ -51,11 +51,6 @@ pub struct ForkBody {
     /// An operator's message the fork starts with (blank: none).
     #[schema(max_length = 8192)]
     message: Option<String>,
-}
-
-/// A path id; anything that is not a UUID cannot name a run.
-fn run_id(path: &str) -> Result<Uuid, ApiError> {
-    path.parse().map_err(|_| ApiError::run_not_found())
 }
 
 /// Checks an operator's text: not blank when `required`, not too long.
@@ -140,11 +135,6 @@ pub async fn pause(
     let body: Option<PauseBody> = read_json(&req, payload).await?;
     let reason = body.and_then(|b| b.reason);
     if let Some(reason) = &reason {
-        if reason.chars().count() > MAX_REASON_CHARS {
-            return Err(ApiError::InvalidRequest(format!(
-                "`reason` is longer than {MAX_REASON_CHARS} characters"
-            )));
-        }
         check_text("reason", reason, false)?;
     }
     let command = Command::Pause {

@@ -121,40 +121,8 @@ impl RunRegistry {
             idempotency_key,
             limits,
         };
-        let began = Instant::now();
-        let _creating = self.inner.claiming.read().await;
-        self.creating().insert(run_id);
-        let created = deps.journal.create(&new_run).await;
-        let created = match created {
-            Ok(created) => created,
-            Err(error) => {
-                self.creating().remove(&run_id);
-                return Err(error);
-            }
-        };
-        if let Created::New(_) = &created {
-            let summary = state.summary();
-            deps.observer.committed(
-                &Committed {
-                    run_id,
-                    state: &state,
-                    events: &transition.events,
-                    summary: &summary,
-                    summary_changed: true,
-                    pending_before: None,
-                    agent_call: None,
-                    elapsed: began.elapsed(),
-                    owner: Some(deps.cluster.id()),
-                },
-                &tracing::info_span!("run", run_id = %run_id),
-            );
-            let claim = Claim { run_id, epoch: 1 };
-            self.spawn(claim, move |deps, release| {
-                RunActor::new_run(state, 1, deps, release)
-            });
-        }
-        self.creating().remove(&run_id);
-        Ok(created)
+        self.begin(state, transition.events, deps.journal.create(&new_run))
+            .await
     }
 
     /// Forks a run: `copied` are the source's entries `1..=fork.from_seq`;
@@ -179,36 +147,52 @@ impl RunRegistry {
             Ok(forked) => forked,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        let summary = state.summary();
         let mut events = copied.to_vec();
         events.extend(transition.events.iter().cloned());
         let new_fork = NewFork {
             id: run_id,
             from,
             events,
-            summary: summary.clone(),
+            summary: state.summary(),
             owner: deps.cluster.id().to_string(),
             created_by,
             trace_id,
             limits,
         };
+        let created = self
+            .begin(
+                state,
+                transition.events,
+                journal::create_fork(&deps.pool, &new_fork),
+            )
+            .await?;
+        Ok(Ok(created))
+    }
+
+    /// What creating a run and forking one share: `commit` writes the new
+    /// run's first entries (`events` the run's own, which the observer
+    /// sees), while it counts as this instance's so no claim takes it;
+    /// once committed, the observer follows and an actor drives it from
+    /// `state` (epoch 1).
+    async fn begin(
+        &self,
+        state: state::RunState,
+        events: Vec<crate::domain::Event>,
+        commit: impl std::future::Future<Output = Result<Created, journal::Error>>,
+    ) -> Result<Created, journal::Error> {
+        let run_id = state.run_id;
+        let deps = &self.inner.deps;
         let began = Instant::now();
         let _creating = self.inner.claiming.read().await;
         self.creating().insert(run_id);
-        let created = journal::create_fork(&deps.pool, &new_fork).await;
-        let created = match created {
-            Ok(created) => created,
-            Err(error) => {
-                self.creating().remove(&run_id);
-                return Err(error);
-            }
-        };
-        if let Created::New(_) = &created {
+        let created = commit.await;
+        if let Ok(Created::New(_)) = &created {
+            let summary = state.summary();
             deps.observer.committed(
                 &Committed {
                     run_id,
                     state: &state,
-                    events: &transition.events,
+                    events: &events,
                     summary: &summary,
                     summary_changed: true,
                     pending_before: None,
@@ -224,7 +208,7 @@ impl RunRegistry {
             });
         }
         self.creating().remove(&run_id);
-        Ok(Ok(created))
+        created
     }
 
     /// Drives a run this instance claimed: an actor that loads its journal.
