@@ -109,6 +109,9 @@ pub struct Settings {
     pub default_budget: crate::domain::Budget,
     /// `AGENT_MODEL_PRICES` over the built-in prices.
     pub prices: crate::run::prices::Prices,
+    /// `AGENT_MCP_CONFIG`: the MCP servers whose tools the agents use
+    /// (contract section 12); none when unset.
+    pub mcp: crate::mcp::config::McpConfig,
 }
 
 /// Whether requests must carry a credential.
@@ -396,12 +399,18 @@ impl Settings {
         };
         let prices = crate::run::prices::Prices::parse(get("AGENT_MODEL_PRICES").as_deref())
             .map_err(|problem| invalid("AGENT_MODEL_PRICES", problem))?;
+        let mcp = match get("AGENT_MCP_CONFIG") {
+            None => crate::mcp::config::McpConfig::default(),
+            Some(path) => crate::mcp::config::McpConfig::load(std::path::Path::new(path.trim()))
+                .map_err(|problem| invalid("AGENT_MCP_CONFIG", problem))?,
+        };
 
         Ok(Settings {
             instance_id,
             lease_secs,
             default_budget,
             prices,
+            mcp,
             access,
             sandbox,
             addr,

@@ -187,6 +187,11 @@ pub enum EventBody {
         tool: String,
         args: serde_json::Value,
         dangerous: bool,
+        /// Whether a start without a result may simply run again after a
+        /// crash; written only where it is not `!dangerous` (MCP tools that
+        /// are safe but not idempotent, or approved but idempotent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repeatable: Option<bool>,
     },
     RunSuspended {
         approval_id: Uuid,

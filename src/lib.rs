@@ -42,6 +42,7 @@ pub mod domain;
 pub mod jcs;
 pub mod journal;
 pub mod llm;
+pub mod mcp;
 pub mod mock_llm;
 pub mod realtime;
 pub mod run;

@@ -199,6 +199,7 @@ impl Application {
                 workspace: Arc::new(workspace),
                 loki,
                 sandbox: Arc::new(sandbox),
+                mcp: Arc::new(crate::mcp::Mcp::new(&settings.mcp)),
             },
             max_iterations: settings.max_iterations,
             deltas: DeltaHub::new(),

@@ -565,9 +565,13 @@ pub async fn resume(
             .as_ref()
             .filter(|p| p.approval_id == approval_id && p.kind == ApprovalKind::Tool)
         {
-            tools::check_args(&pending.tool, args).map_err(|e| {
-                ApiError::InvalidRequest(format!("the edited arguments do not fit the tool: {e}"))
-            })?;
+            tools::check_args(&pending.tool, args, &app.registry.deps().tools.mcp)
+                .await
+                .map_err(|e| {
+                    ApiError::InvalidRequest(format!(
+                        "the edited arguments do not fit the tool: {e}"
+                    ))
+                })?;
         }
     }
     let add_tokens = body
@@ -691,6 +695,7 @@ async fn refuse_from_journal(app: &AppState, id: Uuid, input: Input) -> Result<(
         max_iterations: app.settings.max_iterations,
         models: Default::default(),
         prices: Default::default(),
+        mcp: Default::default(),
         busy: false,
     };
     match state::step(&mut run, input, &env) {

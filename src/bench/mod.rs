@@ -270,6 +270,7 @@ pub async fn run(
         loki: None,
         // Nor `shell` calls.
         sandbox: Arc::new(crate::tools::sandbox::Sandbox::unconfined()),
+        mcp: Default::default(),
     };
     let arbiters = crate::startup::run_arbiters();
     let registry_with = |steps: u32, export: bool| {

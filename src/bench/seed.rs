@@ -46,6 +46,7 @@ pub fn parked_run(
         max_iterations: 10,
         models: models.clone(),
         prices: Default::default(),
+        mcp: Default::default(),
         busy: false,
     };
     let (mut state, started) = state::start(super::new_start(approval_timeout_secs), &env());

@@ -76,6 +76,7 @@ impl RunDeps {
             max_iterations: self.max_iterations,
             models: self.models.clone(),
             prices: self.prices.clone(),
+            mcp: self.tools.mcp.clone(),
             busy: false,
         }
     }
@@ -530,7 +531,7 @@ impl RunActor {
                 attempt,
                 messages,
             } => {
-                let request = ModelRequest {
+                let mut request = ModelRequest {
                     run_id: self.run_id,
                     agent,
                     model: model.clone(),
@@ -556,10 +557,16 @@ impl RunActor {
                     gen_ai.usage.output_tokens = tracing::field::Empty,
                     error.type = tracing::field::Empty);
                 self.join_trace(&span);
-                // Entered while the request is built, so it carries this
-                // span's `traceparent`.
-                let call = span.in_scope(|| self.deps.model.complete(request));
-                let call = call.instrument(span.clone());
+                let model_client = self.deps.model.clone();
+                let mcp = self.deps.tools.mcp.clone();
+                // The MCP servers' tools are listed first (starting a server
+                // on first use); the request is built inside the span, so it
+                // carries this span's `traceparent`.
+                let call = async move {
+                    request.tools.extend(mcp.tools_for(agent).await);
+                    model_client.complete(request).await
+                }
+                .instrument(span.clone());
                 let started = Instant::now();
                 let handle = ctx.spawn(call.into_actor(self).map(move |answer, act, ctx| {
                     act.in_flight = None;
@@ -623,7 +630,13 @@ impl RunActor {
                     gen_ai.operation.name = "execute_tool", gen_ai.tool.name = %tool,
                     gen_ai.tool.call.id = %call_id, gen_ai.agent.name = %agent,
                     gen_ai.conversation.id = %self.run_id, run.id = %self.run_id,
-                    run_id = %self.run_id, error.type = tracing::field::Empty);
+                    run_id = %self.run_id, error.type = tracing::field::Empty,
+                    mcp.server = tracing::field::Empty);
+                if self.deps.tools.mcp.owns(&tool)
+                    && let Some((server, _)) = tool.split_once(crate::mcp::config::SEPARATOR)
+                {
+                    span.record("mcp.server", server);
+                }
                 self.join_trace(&span);
                 let context = self.deps.tools.clone();
                 let tool_span = span.clone();

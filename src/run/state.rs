@@ -59,7 +59,8 @@ struct Frame {
 struct CallState {
     tool: String,
     args: serde_json::Value,
-    dangerous: bool,
+    /// Whether a start without a result may run again after a crash.
+    repeatable: bool,
     /// True until a human approves; set again by `TOOL_INTERRUPTED`.
     needs_approval: bool,
     /// Whether an approver replaced `args` (the model must be told).
@@ -138,6 +139,8 @@ pub struct Env {
     pub models: std::sync::Arc<HashMap<AgentName, String>>,
     /// What model answers cost.
     pub prices: std::sync::Arc<Prices>,
+    /// The MCP tools' hazards, read when a call is journaled.
+    pub mcp: std::sync::Arc<crate::mcp::Mcp>,
     /// Whether the actor has a model call, a tool or a retry's wait under
     /// way: an input that is not its result (an operator's message, a
     /// pause) is journaled, and nothing new is planned until it returns.
@@ -147,6 +150,18 @@ pub struct Env {
 impl Env {
     fn model_for(&self, agent: AgentName) -> String {
         self.models.get(&agent).cloned().unwrap_or_default()
+    }
+
+    /// The `TOOL_CALLED` entry of `call`, with how careful to be with it.
+    fn tool_called(&self, call: ToolCall) -> EventBody {
+        let hazard = tools::hazard(&call.tool, &self.mcp);
+        EventBody::ToolCalled {
+            dangerous: hazard.dangerous,
+            repeatable: (hazard.repeatable == hazard.dangerous).then_some(hazard.repeatable),
+            call_id: call.call_id,
+            tool: call.tool,
+            args: call.args,
+        }
     }
 }
 
@@ -613,13 +628,14 @@ impl RunState {
                 tool,
                 args,
                 dangerous,
+                repeatable,
             } => {
                 self.calls.insert(
                     call_id.clone(),
                     CallState {
                         tool: tool.clone(),
                         args: args.clone(),
-                        dangerous: *dangerous,
+                        repeatable: repeatable.unwrap_or(!*dangerous),
                         needs_approval: *dangerous,
                         edited: false,
                         denial: None,
@@ -1218,16 +1234,9 @@ impl Builder<'_> {
             },
         );
         for call in tool_calls {
-            self.push(
-                Some(agent),
-                format!("tool-called:{}", call.call_id),
-                EventBody::ToolCalled {
-                    dangerous: tools::is_dangerous(&call.tool),
-                    call_id: call.call_id,
-                    tool: call.tool,
-                    args: call.args,
-                },
-            );
+            let key = format!("tool-called:{}", call.call_id);
+            let body = self.env.tool_called(call);
+            self.push(Some(agent), key, body);
         }
     }
 
@@ -1293,12 +1302,7 @@ impl Builder<'_> {
                         (
                             agent,
                             format!("tool-called:{}", call.call_id),
-                            EventBody::ToolCalled {
-                                dangerous: tools::is_dangerous(&call.tool),
-                                call_id: call.call_id,
-                                tool: call.tool,
-                                args: call.args,
-                            },
+                            self.env.tool_called(call),
                         )
                     })
                     .collect(),
@@ -1431,7 +1435,9 @@ impl Builder<'_> {
             )])
         };
 
-        if !frame.agent.tools().contains(&call.tool.as_str()) {
+        if !frame.agent.tools().contains(&call.tool.as_str())
+            && !self.env.mcp.offers(frame.agent, &call.tool)
+        {
             return fail(format!(
                 "the tool `{}` is not available to the {} agent; its tools are: {}",
                 call.tool,
@@ -1472,31 +1478,29 @@ impl Builder<'_> {
                 Err(message) => fail(message),
             };
         }
-        if call.dangerous {
-            if call.started_without_result() {
-                // Never run a dangerous tool twice without a human: it may
-                // have done its work before the crash.
-                return Next::Append(vec![
-                    (
-                        agent,
-                        format!("tool-interrupted:{call_id}:{}", call.starts),
-                        EventBody::ToolInterrupted {
-                            call_id: call_id.clone(),
-                            tool: call.tool.clone(),
-                        },
-                    ),
-                    self.suspension(frame.agent, &call_id, call, true),
-                ]);
-            }
-            if call.needs_approval {
-                let interrupted = call.interruptions > 0;
-                return Next::Append(vec![self.suspension(
-                    frame.agent,
-                    &call_id,
-                    call,
-                    interrupted,
-                )]);
-            }
+        if !call.repeatable && call.started_without_result() {
+            // Never run a dangerous (or not idempotent) tool twice without
+            // a human: it may have done its work before the crash.
+            return Next::Append(vec![
+                (
+                    agent,
+                    format!("tool-interrupted:{call_id}:{}", call.starts),
+                    EventBody::ToolInterrupted {
+                        call_id: call_id.clone(),
+                        tool: call.tool.clone(),
+                    },
+                ),
+                self.suspension(frame.agent, &call_id, call, true),
+            ]);
+        }
+        if call.needs_approval {
+            let interrupted = call.interruptions > 0;
+            return Next::Append(vec![self.suspension(
+                frame.agent,
+                &call_id,
+                call,
+                interrupted,
+            )]);
         }
         Next::Effect {
             prefix: Box::new((

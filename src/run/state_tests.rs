@@ -70,6 +70,7 @@ impl Sim {
                     ))
                     .unwrap(),
                 ),
+                mcp: Default::default(),
                 busy: false,
             },
             commits: vec![1],
@@ -877,6 +878,97 @@ fn recovery_rules_of_contract_section_4() {
     let mut recovered = sim.recovered(sim.journal.len());
     assert_eq!(recovered.step(Input::Wake), Ok(Effect::Finished));
     assert!(recovered.last_types().is_empty());
+}
+
+/// A server `fx` with an approved-but-idempotent tool and a safe-but-not-
+/// idempotent one (contract section 12).
+fn with_mcp_tools(mut sim: Sim) -> Sim {
+    use crate::mcp::{Hazard, McpTool, config::McpConfig};
+    let config = McpConfig::parse(r#"{"mcpServers": {"fx": {"command": "fx"}}}"#).unwrap();
+    let tool = |name: &str, dangerous, repeatable| McpTool {
+        name: name.into(),
+        description: String::new(),
+        input_schema: json!({"type": "object"}),
+        hazard: Hazard {
+            dangerous,
+            repeatable,
+        },
+    };
+    sim.env.mcp = std::sync::Arc::new(crate::mcp::Mcp::listed(
+        &config,
+        vec![
+            tool("fx__set", true, true),
+            tool("fx__delete", false, false),
+        ],
+    ));
+    sim
+}
+
+#[test]
+fn mcp_tools_are_approved_and_repeated_as_their_annotations_say() {
+    // Approved but idempotent: after a crash it simply runs again.
+    let mut sim = with_mcp_tools(Sim::new(AgentName::Coding, "t"));
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("fx__set", json!({"x": 1}))]).unwrap();
+    assert!(sim.state.pending_approval().is_some());
+    sim.decide(true, None).unwrap();
+    assert_eq!(sim.last_types(), ["RUN_RESUMED", "TOOL_STARTED"]);
+    let mut recovered = sim.recovered(sim.journal.len());
+    let effect = recovered.step(Input::Wake).unwrap();
+    assert_eq!(recovered.last_types(), ["TOOL_STARTED"]);
+    assert!(matches!(effect, Effect::RunTool { ref tool, .. } if tool == "fx__set"));
+
+    // Safe (no approval) but not idempotent: after a crash a human decides.
+    let mut sim = with_mcp_tools(Sim::new(AgentName::Coding, "t"));
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("fx__delete", json!({"id": "a"}))])
+        .unwrap();
+    assert_eq!(
+        sim.last_types(),
+        ["AGENT_THOUGHT", "TOOL_CALLED", "TOOL_STARTED"]
+    );
+    let called = &sim.journal[sim.journal.len() - 2].body;
+    assert!(matches!(
+        called,
+        EventBody::ToolCalled {
+            dangerous: false,
+            repeatable: Some(false),
+            ..
+        }
+    ));
+    let mut recovered = sim.recovered(sim.journal.len());
+    let effect = recovered.step(Input::Wake).unwrap();
+    assert_eq!(
+        recovered.last_types(),
+        ["TOOL_INTERRUPTED", "RUN_SUSPENDED"]
+    );
+    assert!(matches!(effect, Effect::AwaitApproval { .. }));
+    // Rejected, the model reads that it did not run again.
+    recovered.decide(false, Some("it ran already")).unwrap();
+    assert_eq!(
+        recovered.last_types(),
+        ["RUN_RESUMED", "TOOL_RESULT", "LLM_CALLED"]
+    );
+
+    // A tool of the server that is not listed is treated most carefully.
+    let mut sim = with_mcp_tools(Sim::new(AgentName::Coding, "t"));
+    sim.step(Input::Wake).unwrap();
+    sim.answer("", &[("fx__unknown", json!({}))]).unwrap();
+    assert!(sim.state.pending_approval().is_some());
+    let called = sim
+        .journal
+        .iter()
+        .find(|e| matches!(e.body, EventBody::ToolCalled { .. }))
+        .unwrap();
+    // Dangerous and not repeatable is the built-in default: not written.
+    assert!(matches!(
+        called.body,
+        EventBody::ToolCalled {
+            dangerous: true,
+            repeatable: None,
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -203,6 +203,7 @@ mod tests {
                 workspace,
                 loki: None,
                 sandbox: Arc::new(crate::tools::sandbox::Sandbox::unconfined()),
+                mcp: Default::default(),
             },
         )
     }

@@ -926,6 +926,7 @@ mod tests {
             workspace: Arc::new(Workspace::open(dir.path()).unwrap()),
             loki: loki.map(Arc::new),
             sandbox: Arc::new(crate::tools::sandbox::Sandbox::unconfined()),
+            mcp: Default::default(),
         };
         (dir, ctx)
     }

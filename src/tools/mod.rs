@@ -18,6 +18,7 @@ pub mod workspace;
 
 pub use workspace::Workspace;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -27,9 +28,9 @@ use serde_json::{Map, Value, json};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ToolSpec {
     /// The name the model uses to call the tool.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// Tells the model what the tool does and when to use it.
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
     /// JSON Schema of the arguments object, so the model knows what to send.
     pub parameters: Value,
 }
@@ -44,6 +45,8 @@ pub struct ToolContext {
     pub loki: Option<Arc<loki::LokiClient>>,
     /// How `shell` commands are confined, decided and checked once at start.
     pub sandbox: Arc<sandbox::Sandbox>,
+    /// The MCP servers of `AGENT_MCP_CONFIG` and their tools (`SERVER__TOOL`).
+    pub mcp: Arc<crate::mcp::Mcp>,
 }
 
 /// What a tool call produced; a failing tool is a result the model reads, never a panic or crash.
@@ -93,6 +96,19 @@ pub const TOOL_NAMES: &[&str] = &[
 /// Whether a tool can change things (files, processes) and so may need a person's approval.
 pub fn is_dangerous(tool: &str) -> bool {
     matches!(tool, "shell" | "write_file")
+}
+
+/// How careful to be with a call of `tool`: a built-in tool that is not
+/// dangerous may run again after a crash, and a dangerous one may not; an
+/// MCP tool says so itself (its annotations, `safe_tools`).
+pub fn hazard(tool: &str, mcp: &crate::mcp::Mcp) -> crate::mcp::Hazard {
+    mcp.hazard(tool).unwrap_or_else(|| {
+        let dangerous = is_dangerous(tool);
+        crate::mcp::Hazard {
+            dangerous,
+            repeatable: !dangerous,
+        }
+    })
 }
 
 /// The spec of a tool, or `None` if there is no tool with that name.
@@ -246,17 +262,23 @@ pub fn spec(tool: &str) -> Option<ToolSpec> {
         _ => return None,
     };
     Some(ToolSpec {
-        name,
-        description,
+        name: name.into(),
+        description: description.into(),
         parameters,
     })
 }
 
 /// Checks arguments against the tool's schema (for arguments a human
-/// edited before approving).
-pub fn check_args(tool: &str, args: &Value) -> Result<(), String> {
-    let spec = spec(tool).ok_or_else(|| format!("there is no tool `{tool}`"))?;
-    schema::validate(&spec.parameters, args).map_err(|e| format!("{tool}: {e}"))
+/// edited before approving); an MCP tool's schema is the server's.
+pub async fn check_args(tool: &str, args: &Value, mcp: &crate::mcp::Mcp) -> Result<(), String> {
+    let parameters = if mcp.owns(tool) {
+        mcp.input_schema(tool).await?
+    } else {
+        spec(tool)
+            .ok_or_else(|| format!("there is no tool `{tool}`"))?
+            .parameters
+    };
+    schema::validate(&parameters, args).map_err(|e| format!("{tool}: {e}"))
 }
 
 /// Runs one tool call. Any failure, including bad arguments, becomes an outcome with `ok: false`.
@@ -266,6 +288,7 @@ pub fn check_args(tool: &str, args: &Value) -> Result<(), String> {
 /// killed together with its process group, and a Loki request is aborted.
 pub async fn execute(tool: &str, args: &Value, ctx: &ToolContext) -> ToolOutcome {
     let outcome = match tool {
+        mcp if ctx.mcp.owns(mcp) => ctx.mcp.call(mcp, args).await,
         "shell" => shell::run(args, ctx).await,
         "read_file" => files::read_file(args, ctx).await,
         "write_file" => files::write_file(args, ctx).await,
@@ -834,6 +857,7 @@ pub(crate) mod tests {
             workspace: Arc::new(Workspace::open(dir.path()).unwrap()),
             loki: None,
             sandbox: Arc::new(sandbox::Sandbox::unconfined()),
+            mcp: Default::default(),
         };
         for tool in ["nope", "delegate"] {
             let out = execute(tool, &json!({}), &ctx).await;

@@ -367,6 +367,7 @@ mod tests {
                 workspace,
                 loki: None,
                 sandbox: Arc::new(Sandbox::unconfined()),
+                mcp: Default::default(),
             },
         )
     }
@@ -389,6 +390,7 @@ mod tests {
                 workspace,
                 loki: None,
                 sandbox: Arc::new(sandbox),
+                mcp: Default::default(),
             },
         )
     }
@@ -690,6 +692,7 @@ mod tests {
             workspace: Arc::new(Workspace::open(dir.path()).unwrap()),
             loki: None,
             sandbox: Arc::new(Sandbox::unconfined()),
+            mcp: Default::default(),
         };
         let args = json!({"command": "true"});
         let future = execute("shell", &args, &ctx);
