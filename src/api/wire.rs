@@ -56,6 +56,12 @@ where
                     async move { stopping.notified().await }
                 })
                 .client_request_timeout(HEAD_TIMEOUT)
+                // As `HttpServer` sets it: a request answered before its body
+                // was read (413 from the length alone) has the rest read and
+                // dropped for up to a second before the connection closes,
+                // so that a proxy still sending it reads the answer rather
+                // than a broken pipe (nginx then answered 502).
+                .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(local)
                 .h1(map_config(app, move |_| AppConfig::default()));
             fn_service(|stream: tokio::net::TcpStream| async move {
