@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures_util::stream::BoxStream;
 use reqwest::header::{HeaderName, HeaderValue};
-use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, GetMeta, JsonRpcMessage};
 use rmcp::transport::streamable_http_client::{
     SseError, StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
     StreamableHttpResponseLimits,
@@ -26,10 +26,11 @@ fn traceparent(message: &ClientJsonRpcMessage) -> Option<HeaderValue> {
     let JsonRpcMessage::Request(request) = message else {
         return None;
     };
-    let ClientRequest::CallToolRequest(call) = &request.request else {
+    if !matches!(request.request, ClientRequest::CallToolRequest(_)) {
         return None;
-    };
-    let value = call.params.meta.as_ref()?.get_traceparent()?;
+    }
+    // Kept beside the params until the message is written.
+    let value = request.request.get_meta().get_traceparent()?;
     HeaderValue::from_str(value).ok()
 }
 

@@ -181,15 +181,16 @@ impl Mcp {
     }
 
     /// How careful to be with `name`, when it is an MCP tool: from the last
-    /// listing, or the most careful answer when the tool is not listed.
+    /// listing, or, when the tool is not listed, dangerous unless the file
+    /// says it is safe, and never repeated.
     pub fn hazard(&self, name: &str) -> Option<Hazard> {
-        let (server, _) = self.route(name)?;
+        let (server, tool) = self.route(name)?;
         let listed = server.listed();
         Some(
             listed
                 .and_then(|tools| tools.iter().find(|t| t.name == name).map(|t| t.hazard))
                 .unwrap_or(Hazard {
-                    dangerous: true,
+                    dangerous: !server.config.safe_tools.iter().any(|s| s == tool),
                     repeatable: false,
                 }),
         )

@@ -22,12 +22,12 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 /// A span as the receiver decoded it.
 #[derive(Debug, Clone)]
-struct Span {
+pub(crate) struct Span {
     trace_id: String,
     span_id: String,
     parent: String,
-    name: String,
-    attributes: HashMap<String, Value>,
+    pub(crate) name: String,
+    pub(crate) attributes: HashMap<String, Value>,
 }
 
 /// Decoded OTLP attributes.
@@ -44,14 +44,14 @@ struct Bodies {
 
 /// Receives OTLP/HTTP JSON exports of the three signals.
 #[derive(Clone)]
-struct Receiver {
-    endpoint: String,
+pub(crate) struct Receiver {
+    pub(crate) endpoint: String,
     spans: Arc<Mutex<Vec<Span>>>,
     bodies: Bodies,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
         let bodies = Bodies::default();
         let data = web::Data::new(spans.clone());
@@ -137,7 +137,7 @@ impl Receiver {
         self.spans.lock().unwrap().clone()
     }
 
-    async fn wait_for(&self, what: &str, check: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+    pub(crate) async fn wait_for(&self, what: &str, check: impl Fn(&[Span]) -> bool) -> Vec<Span> {
         wait_until(what, || async {
             let spans = self.spans();
             check(&spans).then_some(spans)
