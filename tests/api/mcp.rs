@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::helpers::{fresh_database, settings_map, spawn_app_with, wait_until};
+use crate::helpers::{assert_error, fresh_database, settings_map, spawn_app_with, wait_until};
 use crate::mock_llm::{MockLlm, Reply};
 use crate::process::{Server, server_command};
 
@@ -314,13 +314,26 @@ async fn a_dangerous_call_waits_for_approval_and_runs_once_or_never() {
         setup.lines("delete_item").is_empty(),
         "nothing before approval"
     );
-    let response = api
-        .post(
-            &format!("/api/runs/{id}/resume"),
-            json!({"approval_id": pending["approval_id"], "decision": "approved",
-                   "args_sha256": pending["args_sha256"]}),
-        )
-        .await;
+    // Edited arguments are checked against the server's own schema.
+    let resume = |args: Value| {
+        json!({"approval_id": pending["approval_id"], "decision": "approved",
+               "args_sha256": pending["args_sha256"], "args": args})
+    };
+    let path = format!("/api/runs/{id}/resume");
+    assert_error(
+        api.post(&path, resume(json!({"id": 5}))).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_error(
+        api.post(&path, resume(json!({"id": "a", "force": true})))
+            .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    let response = api.post(&path, resume(json!({"id": "a-edited"}))).await;
     assert_eq!(response.status(), 200);
 
     let second = wait_until("the second approval", || async {
@@ -331,7 +344,7 @@ async fn a_dangerous_call_waits_for_approval_and_runs_once_or_never() {
             .map(|_| run["pending_approval"].clone())
     })
     .await;
-    assert_eq!(setup.lines("delete_item"), ["delete_item a"]);
+    assert_eq!(setup.lines("delete_item"), ["delete_item a-edited"]);
     let response = api
         .resume(
             id,
@@ -343,12 +356,17 @@ async fn a_dangerous_call_waits_for_approval_and_runs_once_or_never() {
     assert_eq!(response.status(), 200);
     let done = api.wait_for_status(id, "completed").await;
     assert_eq!(done["result"], "deleted a, not b");
-    assert_eq!(setup.lines("delete_item"), ["delete_item a"], "b never ran");
+    assert_eq!(
+        setup.lines("delete_item"),
+        ["delete_item a-edited"],
+        "b never ran"
+    );
     let results = tool_results(&api.events(id).await)
         .into_iter()
         .cloned()
         .collect::<Vec<_>>();
-    assert_eq!(results[0]["output"], "deleted a");
+    let output = results[0]["output"].as_str().unwrap();
+    assert!(output.contains("deleted a-edited"), "{output}");
     assert_eq!(results[1]["ok"], false);
     let last_request = app.llm.requests().last().unwrap().to_string();
     assert!(
