@@ -166,7 +166,12 @@ impl RunActor {
             timer: None,
             restarts: 0,
             shutting_down: false,
-            span: tracing::info_span!("run", run_id = %run_id, trace_id = tracing::field::Empty),
+            span: tracing::info_span!(
+                "run",
+                run_id = %run_id,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty
+            ),
         }
     }
 
@@ -190,6 +195,7 @@ impl RunActor {
             match state::fold(run_id, &events) {
                 Some(state) => {
                     act.span.record("trace_id", state.trace.trace_id.as_str());
+                    act.span.record("span_id", state.trace.span_id.as_str());
                     if state.last_seq > 1 && !state.is_terminal() {
                         // Work picked up again (after a restart, or a
                         // reload): say so in the run's trace.
@@ -742,6 +748,7 @@ impl Actor for RunActor {
         } else if let Some(state) = self.initial.take() {
             // A new run: its first entry is committed and its state known.
             self.span.record("trace_id", state.trace.trace_id.as_str());
+            self.span.record("span_id", state.trace.span_id.as_str());
             self.summary = Some(state.summary());
             self.state = Some(state);
             self.perform(Effect::Continue, ctx);

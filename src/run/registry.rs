@@ -200,7 +200,8 @@ impl RunRegistry {
                     elapsed: began.elapsed(),
                     owner: Some(deps.cluster.id()),
                 },
-                &tracing::info_span!("run", run_id = %run_id),
+                &tracing::info_span!("run", run_id = %run_id,
+                    trace_id = %state.trace.trace_id, span_id = %state.trace.span_id),
             );
             let claim = Claim { run_id, epoch: 1 };
             self.spawn(claim, move |deps, release| {

@@ -106,6 +106,7 @@ where
         // gives the ids when the trace is exported.
         let mut run_id = Value::Null;
         let mut trace_id = Value::Null;
+        let mut span_id = Value::Null;
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 let extensions = span.extensions();
@@ -119,11 +120,13 @@ where
                         && let Some(id) = fields.get("trace_id")
                     {
                         trace_id = id.clone();
+                        // The run's root span, for lines written outside
+                        // any exported span of the run.
+                        span_id = fields.get("span_id").cloned().unwrap_or(Value::Null);
                     }
                 }
             }
         }
-        let mut span_id = Value::Null;
         let otel = tracing::Span::current().context();
         let span_context = otel.span().span_context().clone();
         if span_context.is_valid() {

@@ -304,9 +304,12 @@ impl LokiClient {
 
     /// Runs `query` over the last `query.since` and formats the answer for a model.
     ///
-    /// Dropping the future aborts the request.
-    #[tracing::instrument(name = "loki_query_range", skip_all, fields(query = %query.query, since_ms = query.since.as_millis() as u64, limit = query.limit))]
+    /// Dropping the future aborts the request. No span of its own: the
+    /// request's `traceparent` is the caller's span (`execute_tool`), which
+    /// a span that is not exported would hide.
     pub async fn query_range(&self, query: &LogQuery) -> Result<String, QueryError> {
+        tracing::debug!(query = %query.query, since_ms = query.since.as_millis() as u64,
+            limit = query.limit, "querying Loki");
         let end = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|_| QueryError::Clock)?;

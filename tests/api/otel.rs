@@ -4,7 +4,9 @@
 //! lines inside a run carry its trace id, on stdout and over OTLP; the model
 //! receives a `traceparent` of that trace; the metrics, with the standard
 //! GenAI client instruments, are pushed over OTLP and flushed at shutdown;
-//! the standard variables name the service and choose the sampler.
+//! the standard variables name the service and choose the sampler; a Loki
+//! query carries the run's trace, and every log line of a run names its
+//! run, trace and span.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -712,4 +714,126 @@ async fn the_standard_variables_name_the_service_and_choose_the_sampler() {
     assert_eq!(resource["service.name"], "ops-agents");
     assert_eq!(resource["team"], "sre");
     assert_eq!(resource["deployment.environment.name"], "staging");
+}
+
+/// A Loki that answers every query with no lines and keeps the
+/// `traceparent` of each request.
+async fn recording_loki() -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let kept = seen.clone();
+    let server = HttpServer::new(move || {
+        let kept = kept.clone();
+        App::new().route(
+            "/loki/api/v1/query_range",
+            web::get().to(move |req: actix_web::HttpRequest| {
+                let kept = kept.clone();
+                async move {
+                    let traceparent = req
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    kept.lock().unwrap().push(traceparent);
+                    HttpResponse::Ok().json(json!({
+                        "status": "success",
+                        "data": {"resultType": "streams", "result": []}
+                    }))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let url = format!("http://{}", server.addrs()[0]);
+    actix_web::rt::spawn(server.run());
+    (url, seen)
+}
+
+#[actix_web::test]
+async fn loki_requests_carry_the_trace_and_every_run_log_line_names_its_run_and_span() {
+    let receiver = Receiver::start().await;
+    let (loki, seen) = recording_loki().await;
+    let database_url = fresh_database().await;
+    let llm = MockLlm::start().await;
+    let workspace = tempfile::tempdir().unwrap();
+    llm.push(Reply::tool_call(
+        "q1",
+        "loki_query",
+        json!({"query": "{app=\"api\"}"}),
+    ));
+    llm.push(Reply::text("no logs"));
+    llm.push(Reply::tool_call(
+        "w1",
+        "write_file",
+        json!({"path": "x", "content": "y"}),
+    ));
+    llm.push(Reply::text("written"));
+    let server = traced_server_with(
+        &database_url,
+        &llm,
+        &workspace,
+        &receiver,
+        &[("LOKI_URL", &loki)],
+    )
+    .await;
+
+    let run = server
+        .api
+        .create_run(json!({"task": "read logs", "agent": "log-analyzer"}))
+        .await;
+    let reading = run["id"].as_str().unwrap().to_string();
+    let done = server.api.wait_for_status(&reading, "completed").await;
+    let trace_id = done["trace_id"].as_str().unwrap().to_string();
+    let traceparents = seen.lock().unwrap().clone();
+    assert_eq!(traceparents.len(), 1);
+    let traceparent = traceparents[0].as_deref().expect("a traceparent to Loki");
+    assert!(
+        traceparent.contains(&trace_id),
+        "{traceparent} in {trace_id}"
+    );
+
+    let run = server
+        .api
+        .create_run(json!({"task": "write", "agent": "coding"}))
+        .await;
+    let writing = run["id"].as_str().unwrap().to_string();
+    let pending = server.api.wait_for_approval(&writing).await;
+    server
+        .api
+        .resume(
+            &writing,
+            pending["approval_id"].as_str().unwrap(),
+            "approved",
+            None,
+        )
+        .await;
+    server.api.wait_for_status(&writing, "completed").await;
+
+    let lines: Vec<Value> = wait_until("the runs' log lines", || async {
+        let lines: Vec<Value> = server
+            .stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["run_id"] == writing.as_str())
+            .collect();
+        lines
+            .iter()
+            .any(|l| l["message"] == "run finished")
+            .then_some(lines)
+    })
+    .await;
+    for message in ["run created", "waiting for approval", "run finished"] {
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("`{message}` with the run's run_id: {lines:#?}"));
+        assert!(line["trace_id"].is_string(), "{line}");
+        assert!(line["span_id"].is_string(), "{line}");
+    }
+    for line in &lines {
+        assert!(line["span_id"].is_string(), "every line of the run: {line}");
+    }
 }
