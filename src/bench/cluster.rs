@@ -213,7 +213,7 @@ pub async fn two_instances(
     let rate = events as f64 / elapsed.as_secs_f64();
     println!(
         "{:<44} {:>8.0} events/s ({events} entries, {per_instance} runs on each, {:.2} s; \
-         {:.2} x one instance's; target >= 20000)",
+         {:.2} x one instance's)",
         "throughput, two instances",
         rate,
         elapsed.as_secs_f64(),

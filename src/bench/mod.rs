@@ -216,9 +216,13 @@ pub async fn run(
         cost_usd: 0.0,
     };
     let mut seq = 1;
-    for (name, with_summary) in [
-        ("journal commit: entry alone", false),
-        ("journal commit: entry + summary update", true),
+    for (name, with_summary, target) in [
+        ("journal commit: entry alone", false, "p50 <= 1.2 x"),
+        (
+            "journal commit: entry + summary update",
+            true,
+            "p50 <= 1.3 x, p99 <= 2 x",
+        ),
     ] {
         let mut commits = Vec::with_capacity(SAMPLES);
         for _ in 0..SAMPLES {
@@ -250,7 +254,7 @@ pub async fn run(
         }
         let (commit_p50, commit_p99) = summarize(name, commits);
         println!(
-            "{:<44} p50 {:>8.2} x    p99 {:>8.2} x    (target <= 1.5 x)",
+            "{:<44} p50 {:>8.2} x    p99 {:>8.2} x    (target {target})",
             "  ratio to the floor",
             commit_p50.as_secs_f64() / floor_p50.as_secs_f64(),
             commit_p99.as_secs_f64() / floor_p99.as_secs_f64()
@@ -331,9 +335,15 @@ pub async fn run(
         samples.sort();
         let median = samples[samples.len() / 2];
         println!(
-            "{name:<44} median {:>6.3} ms   best {:>6.3} ms per step  ({STEP_REPEATS} runs of {STEPS_PER_RUN} steps; target < 0.76 ms)",
+            "{name:<44} median {:>6.3} ms   best {:>6.3} ms per step  ({STEP_REPEATS} runs of {STEPS_PER_RUN} steps)",
             median.as_secs_f64() * 1e3,
             samples[0].as_secs_f64() * 1e3,
+        );
+        println!(
+            "{:<44} median {:>6.2} x    best {:>6.2} x    (target <= 3 x; two commits are 2 x)",
+            "  ratio to the floor (p50)",
+            median.as_secs_f64() / floor_p50.as_secs_f64(),
+            samples[0].as_secs_f64() / floor_p50.as_secs_f64(),
         );
         median
     };
@@ -341,7 +351,7 @@ pub async fn run(
     if exporting {
         let median_on = report("agent step, telemetry export on", &mut per_step_on);
         println!(
-            "{:<44} {:>+6.1} % of the step (median on vs off; target <= 10 %)",
+            "{:<44} {:>+6.1} % of the step (median on vs off; target <= 5 %)",
             "  cost of exporting telemetry",
             (median_on.as_secs_f64() / median_off.as_secs_f64() - 1.0) * 100.0
         );
@@ -367,10 +377,16 @@ pub async fn run(
     }
     let single = events as f64 / elapsed.as_secs_f64();
     println!(
-        "{:<44} {:>8.0} events/s ({events} entries, {CONCURRENT_RUNS} runs, {:.2} s; target >= 20000)",
+        "{:<44} {:>8.0} events/s ({events} entries, {CONCURRENT_RUNS} runs, {:.2} s)",
         "throughput",
         single,
         elapsed.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>8.2}    (entries a second x the floor's p50 in seconds; target >= 6, \
+         30,000 a second at a 0.2 ms floor)",
+        "  ratio to the floor",
+        single * floor_p50.as_secs_f64()
     );
     let stats = registry.deps().journal.stats();
     println!(
