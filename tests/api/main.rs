@@ -12,6 +12,7 @@ mod demo;
 mod errors;
 mod helpers;
 mod journal;
+mod mcp_server;
 mod metrics;
 mod mock_llm;
 mod network;
