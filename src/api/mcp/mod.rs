@@ -165,7 +165,17 @@ fn check_protocol_version(req: &HttpRequest) -> Result<(), ApiError> {
 /// One JSON-RPC message, checked the way the API checks a body: unknown
 /// members are refused, and so is a batch (an array), which the protocol
 /// dropped after its 2025-03-26 revision.
-fn parse(body: Value) -> Result<ClientJsonRpcMessage, ApiError> {
+fn parse(mut body: Value) -> Result<ClientJsonRpcMessage, ApiError> {
+    // JSON has one number type: an id or an error code of `7.0` is the
+    // integer 7, which the SDK's integer types would not take as written.
+    if let Some(fields) = body.as_object_mut() {
+        if let Some(id) = fields.get_mut("id") {
+            whole(id);
+        }
+        if let Some(code) = fields.get_mut("error").and_then(|e| e.get_mut("code")) {
+            whole(code);
+        }
+    }
     let fields = match &body {
         Value::Object(fields) => fields,
         Value::Array(_) => {
@@ -219,6 +229,21 @@ fn parse(body: Value) -> Result<ClientJsonRpcMessage, ApiError> {
     }
     serde_json::from_value(body)
         .map_err(|e| ApiError::InvalidRequest(format!("not a JSON-RPC message: {e}")))
+}
+
+/// A number with no fraction, written with one, as the integer it is. Only
+/// below 2^53, where every such float is exactly the number written: a larger
+/// integer that overflowed `i64` was rounded into a float, and stays one, to
+/// be refused.
+fn whole(number: &mut Value) {
+    if let Some(float) = number
+        .as_f64()
+        .filter(|_| !number.is_i64() && !number.is_u64())
+        && float.fract() == 0.0
+        && float.abs() < 9_007_199_254_740_992.0
+    {
+        *number = json!(float as i64);
+    }
 }
 
 /// The response to one request.
@@ -402,6 +427,9 @@ mod tests {
         assert!(matches!(note, Ok(JsonRpcMessage::Notification(_))));
         let answer = message(json!({"jsonrpc": "2.0", "id": "a", "result": {}}));
         assert!(matches!(answer, Ok(JsonRpcMessage::Response(_))));
+        let whole = message(json!({"jsonrpc": "2.0", "id": 2.0,
+            "error": {"code": 201362.0, "message": "m"}}));
+        assert!(matches!(whole, Ok(JsonRpcMessage::Error(e)) if e.error.code.0 == 201362));
 
         for (body, why) in [
             (
@@ -424,6 +452,10 @@ mod tests {
             ),
             (json!({"jsonrpc": "2.0", "id": 1, "result": 3}), "`result`"),
             (json!({"jsonrpc": "2.0", "result": {}}), "`id`"),
+            (
+                json!({"jsonrpc": "2.0", "id": 1.5, "result": {}}),
+                "JSON-RPC",
+            ),
             (
                 json!({"jsonrpc": "2.0", "id": 1, "error": {"code": 1, "message": "m", "x": 1}}),
                 "`error`",
