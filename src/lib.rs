@@ -23,7 +23,8 @@
 //! - `llm`: the provider-neutral model client and its providers.
 //! - `tools`: the tools the models call, confined to the workspace; `tools::sandbox`
 //!   runs `shell` commands in bubblewrap.
-//! - `api`: the HTTP API; the only module that knows status codes.
+//! - `api`: the HTTP API, and the MCP server at `/mcp` whose tools are its
+//!   endpoints' twins; the only module that knows status codes.
 //! - `realtime`: what watchers see live: streamed model text (deltas).
 //! - `bench`: the `agent-server bench` measurements.
 //! - `mock_llm`: the `mock-llm` binary's deterministic LLM server (both

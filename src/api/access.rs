@@ -193,20 +193,7 @@ pub async fn guard(
     let by_cookie = presented
         .as_ref()
         .is_some_and(|p| p.kind == Credential::Session);
-    if !identity.may(permission) {
-        return Err(ApiError::Forbidden(format!(
-            "this needs the role {}; the token `{}` has {}",
-            permission.roles(),
-            identity.name,
-            identity
-                .roles
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .into());
-    }
+    require(&identity, permission)?;
     let changes = !matches!(*req.method(), Method::GET | Method::OPTIONS);
     if by_cookie && changes {
         let origin = req
@@ -225,6 +212,25 @@ pub async fn guard(
         req.extensions_mut().insert(presented);
     }
     next.call(req).await
+}
+
+/// `403` unless `identity` holds `permission`. The route's check above, and
+/// again per tool inside `POST /mcp`, whose tools need different roles.
+pub fn require(identity: &Identity, permission: Permission) -> Result<(), ApiError> {
+    if identity.may(permission) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "this needs the role {}; the token `{}` has {}",
+        permission.roles(),
+        identity.name,
+        identity
+            .roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
 }
 
 /// The request's identity and the credential that says so.

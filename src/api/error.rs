@@ -20,6 +20,9 @@ pub enum ApiError {
     /// The message, and the methods the path allows (the `Allow` header).
     #[error("{0}")]
     MethodNotAllowed(String, &'static str),
+    /// The client accepts no type the server can answer with.
+    #[error("{0}")]
+    NotAcceptable(String),
     #[error("{0}")]
     RequestTimeout(String),
     #[error("{0}")]
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(..) => "method_not_allowed",
+            ApiError::NotAcceptable(_) => "not_acceptable",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Conflict(_) => "conflict",
             ApiError::NoPendingApproval => "no_pending_approval",
@@ -74,6 +78,16 @@ impl ApiError {
     pub fn run_not_found() -> ApiError {
         ApiError::NotFound("no run with this id".into())
     }
+
+    /// The contract's error body, `{"error": {"code", "message"}}`. An
+    /// internal error's cause is logged here, the one place every answer
+    /// that carries it passes (HTTP answers and MCP tool results alike).
+    pub fn body(&self) -> serde_json::Value {
+        if let ApiError::Internal(error) = self {
+            tracing::error!(error = format!("{error:#}"), "internal error");
+        }
+        json!({"error": {"code": self.code(), "message": self.to_string()}})
+    }
 }
 
 impl ResponseError for ApiError {
@@ -84,6 +98,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_)
             | ApiError::NoPendingApproval
@@ -99,9 +114,6 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(error) = self {
-            tracing::error!(error = format!("{error:#}"), "internal error");
-        }
         let mut response = HttpResponse::build(self.status_code());
         match self {
             ApiError::Unauthorized(_) => {
@@ -117,7 +129,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+        response.json(self.body())
     }
 }
 

@@ -5,6 +5,7 @@ pub mod access;
 pub mod dashboard;
 pub mod error;
 pub mod instances;
+pub mod mcp;
 pub mod openapi;
 pub mod runs;
 pub mod steer;
@@ -147,6 +148,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         vec![web::get().to(openapi::document)],
     ))
     .service(resource("/api/ws", "GET", vec![web::get().to(ws::connect)]))
+    .service(resource("/mcp", "POST", vec![web::post().to(mcp::post)]))
     .service(resource(
         "/metrics",
         "GET, HEAD",

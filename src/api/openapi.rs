@@ -37,9 +37,9 @@ pub struct ErrorDetail {
 /// A page of runs.
 #[derive(Serialize, ToSchema)]
 pub struct RunPage {
-    runs: Vec<crate::journal::RunRecord>,
+    pub runs: Vec<crate::journal::RunRecord>,
     /// The cursor for the next page (`before`), `null` on the last one.
-    next_before: Option<String>,
+    pub next_before: Option<String>,
 }
 
 /// The type of a journal entry (contract section 4).
@@ -93,9 +93,9 @@ pub struct EventPage {
 /// A decision, once journaled.
 #[derive(Serialize, ToSchema)]
 pub struct Decided {
-    run_id: Uuid,
-    approval_id: Uuid,
-    decision: DecisionName,
+    pub run_id: Uuid,
+    pub approval_id: Uuid,
+    pub decision: DecisionName,
 }
 
 /// The tokens.
@@ -142,6 +142,7 @@ pub struct Status {
         super::tokens::sign_in,
         super::tokens::sign_out,
         super::ws::connect,
+        super::mcp::post,
         super::instances::list,
         document,
         super::healthz,
@@ -155,6 +156,7 @@ pub struct Status {
         (name = "runs", description = "Runs and their journals"),
         (name = "access", description = "Who is asking: tokens and the dashboard's session"),
         (name = "live", description = "The WebSocket feed"),
+        (name = "mcp", description = "agent-server as an MCP server (Streamable HTTP, stateless)"),
         (name = "cluster", description = "The instances sharing the database"),
         (name = "probes", description = "Health, readiness and metrics; open"),
         (name = "dashboard", description = "The web dashboard; open (the page signs in)"),
@@ -180,7 +182,33 @@ pub fn build() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
     add_access(&mut doc);
     add_rules(&mut doc);
+    add_mcp(&mut doc);
     doc
+}
+
+/// The messages of `POST /mcp`: JSON-RPC, which the MCP module describes.
+fn add_mcp(doc: &mut Value) {
+    if let (Some(schemas), Value::Object(mcp)) = (
+        doc["components"]["schemas"].as_object_mut(),
+        super::mcp::schemas(),
+    ) {
+        schemas.extend(mcp);
+    }
+    let operation = &mut doc["paths"]["/mcp"]["post"];
+    if !operation.is_object() {
+        return;
+    }
+    operation["requestBody"]["content"]["application/json"]["schema"] =
+        json!({"$ref": "#/components/schemas/McpMessage"});
+    operation["responses"]["200"]["content"]["application/json"]["schema"] =
+        json!({"$ref": "#/components/schemas/McpAnswer"});
+    if let Some(parameters) = operation["parameters"].as_array_mut() {
+        for parameter in parameters {
+            if parameter["name"] == "MCP-Protocol-Version" {
+                parameter["schema"] = json!({"type": "string", "enum": super::mcp::revisions()});
+            }
+        }
+    }
 }
 
 /// The request rules that the derived schemas cannot say by themselves.
@@ -339,6 +367,7 @@ mod tests {
             ("/api/session", "post"),
             ("/api/session", "delete"),
             ("/api/ws", "get"),
+            ("/mcp", "post"),
             ("/api/instances", "get"),
             ("/api/openapi.json", "get"),
             ("/healthz", "get"),

@@ -11,6 +11,7 @@ use super::access::Caller;
 use super::openapi::{Decided, ErrorBody, EventPage, RunPage};
 use super::{ApiError, AppState, read_json};
 use crate::agents::AgentName;
+use crate::auth::Identity;
 use crate::config::MAX_APPROVAL_TIMEOUT_SECS;
 use crate::domain::{ApprovalKind, RunStatus};
 use crate::domain::{Command, CommandOutcome};
@@ -132,7 +133,6 @@ pub struct ResumeBody {
 /// A human's decision on an approval.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-#[allow(dead_code)] // Documents the accepted values; the handler reads a string.
 pub enum DecisionName {
     Approved,
     Rejected,
@@ -181,7 +181,35 @@ pub async fn create(
     let body: CreateRun = read_json(&req, payload)
         .await?
         .ok_or_else(|| ApiError::InvalidRequest("a JSON body with a `task` is required".into()))?;
+    let header_key = header_key(&req)?;
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    match create_run(&app, &caller, body, header_key, traceparent).await? {
+        CreatedRun::New(run) => Ok(HttpResponse::Created().json(run)),
+        CreatedRun::Existing(run) => Ok(HttpResponse::Ok().json(run)),
+    }
+}
 
+/// What `create_run` did: started a run, or found the one an idempotency
+/// key named before (the HTTP answer is 201 or 200).
+pub enum CreatedRun {
+    New(RunRecord),
+    Existing(RunRecord),
+}
+
+/// Starts a run for `caller` (`POST /api/runs`, and the MCP tool
+/// `create_run`): the body's rules, the idempotency key (from the body, or
+/// `header_key` from the request's `Idempotency-Key`; one key space), the
+/// caller's rate limits, and the caller's name as `created_by`.
+pub async fn create_run(
+    app: &AppState,
+    caller: &Identity,
+    body: CreateRun,
+    header_key: Option<String>,
+    traceparent: Option<&str>,
+) -> Result<CreatedRun, ApiError> {
     let task_chars = body.task.chars().count();
     if body.task.contains('\0') {
         return Err(ApiError::InvalidRequest(
@@ -217,7 +245,7 @@ pub async fn create(
             )));
         }
     };
-    let idempotency_key = idempotency_key(&req, body.idempotency_key)?;
+    let idempotency_key = idempotency_key(header_key, body.idempotency_key)?;
     let budget = match body.budget {
         None => app.settings.default_budget,
         Some(given) => {
@@ -243,11 +271,7 @@ pub async fn create(
         agent,
         task: body.task,
         approval_timeout_secs,
-        trace: TraceRef::new(
-            req.headers()
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok()),
-        ),
+        trace: TraceRef::new(traceparent),
         created_by: caller.name.clone(),
         budget,
     };
@@ -261,7 +285,7 @@ pub async fn create(
         .create(start, idempotency_key, Some(limits))
         .await?
     {
-        Created::New(run) => return Ok(HttpResponse::Created().json(run)),
+        Created::New(run) => return Ok(CreatedRun::New(run)),
         Created::Existing(run) => run,
         Created::Limited {
             message,
@@ -278,17 +302,14 @@ pub async fn create(
             "this idempotency key was already used for a run with a different task or agent".into(),
         ));
     }
-    Ok(HttpResponse::Ok().json(run))
+    Ok(CreatedRun::Existing(run))
 }
 
-/// The key from the `Idempotency-Key` header or the body; both name one key.
-fn idempotency_key(
-    req: &HttpRequest,
-    from_body: Option<String>,
-) -> Result<Option<String>, ApiError> {
-    let from_header = match req.headers().get("idempotency-key") {
-        None => None,
-        Some(value) => Some(
+/// The request's `Idempotency-Key` header, if any.
+fn header_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    match req.headers().get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => Ok(Some(
             value
                 .to_str()
                 .map_err(|_| {
@@ -297,8 +318,15 @@ fn idempotency_key(
                     )
                 })?
                 .to_string(),
-        ),
-    };
+        )),
+    }
+}
+
+/// The key from the `Idempotency-Key` header or the body; both name one key.
+fn idempotency_key(
+    from_header: Option<String>,
+    from_body: Option<String>,
+) -> Result<Option<String>, ApiError> {
     let key = match (from_header, from_body) {
         (Some(h), Some(b)) if h != b => {
             return Err(ApiError::InvalidRequest(
@@ -385,11 +413,51 @@ fn decode_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
     responses((status = 200, description = "A page of runs", body = RunPage))
 )]
 pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let params = query(
+    let mut params = query(
         &req,
         &["status", "q", "agent", "created_by", "limit", "before"],
     )?;
-    let status = match params.get("status").map(String::as_str) {
+    let limit = match params.remove("limit") {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| limit_error())?),
+    };
+    let query = ListQuery {
+        status: params.remove("status"),
+        q: params.remove("q"),
+        agent: params.remove("agent"),
+        created_by: params.remove("created_by"),
+        limit,
+        before: params.remove("before"),
+    };
+    Ok(HttpResponse::Ok().json(list_runs(&app, query).await?))
+}
+
+/// What a listing of runs is narrowed by: the query of `GET /api/runs`, and
+/// the arguments of the MCP tools `list_runs` and `list_pending_approvals`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub q: Option<String>,
+    pub agent: Option<String>,
+    pub created_by: Option<String>,
+    pub limit: Option<i64>,
+    pub before: Option<String>,
+}
+
+/// The most runs a page holds, and how many when the caller does not say.
+const MAX_PAGE: i64 = 200;
+const DEFAULT_PAGE: i64 = 50;
+
+fn limit_error() -> ApiError {
+    ApiError::InvalidRequest(format!(
+        "`limit` must be a whole number from 1 to {MAX_PAGE}"
+    ))
+}
+
+/// A page of runs, newest first (`GET /api/runs` and the MCP listing tools).
+pub async fn list_runs(app: &AppState, query: ListQuery) -> Result<RunPage, ApiError> {
+    let status = match query.status.as_deref() {
         None => None,
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             ApiError::InvalidRequest(format!(
@@ -397,31 +465,36 @@ pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResp
             ))
         })?),
     };
-    let text = |name: &str, max: usize| -> Result<Option<String>, ApiError> {
-        match params.get(name) {
-            None => Ok(None),
-            Some(v) if v.chars().count() > max => Err(ApiError::InvalidRequest(format!(
-                "`{name}` must be at most {max} characters"
-            ))),
-            // An empty filter filters nothing, as a blank search box.
-            Some(v) if v.is_empty() => Ok(None),
-            // PostgreSQL text holds no NUL; the journal keeps U+FFFD instead,
-            // so that is what a NUL in a search can match.
-            Some(v) => Ok(Some(v.replace('\0', "\u{FFFD}"))),
-        }
-    };
+    let text =
+        |name: &str, value: Option<String>, max: usize| -> Result<Option<String>, ApiError> {
+            match value {
+                None => Ok(None),
+                Some(v) if v.chars().count() > max => Err(ApiError::InvalidRequest(format!(
+                    "`{name}` must be at most {max} characters"
+                ))),
+                // An empty filter filters nothing, as a blank search box.
+                Some(v) if v.is_empty() => Ok(None),
+                // PostgreSQL text holds no NUL; the journal keeps U+FFFD instead,
+                // so that is what a NUL in a search can match.
+                Some(v) => Ok(Some(v.replace('\0', "\u{FFFD}"))),
+            }
+        };
     let filter = journal::RunFilter {
         status,
-        q: text("q", 200)?,
-        agent: params
-            .get("agent")
+        q: text("q", query.q, 200)?,
+        agent: query
+            .agent
             .map(|a| a.parse::<AgentName>())
             .transpose()
             .map_err(ApiError::InvalidRequest)?,
-        created_by: text("created_by", 64)?,
+        created_by: text("created_by", query.created_by, 64)?,
     };
-    let limit = number_param(&params, "limit", 50, 1, 200)?;
-    let before = match params.get("before").map(String::as_str) {
+    let limit = match query.limit {
+        None => DEFAULT_PAGE,
+        Some(n) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(_) => return Err(limit_error()),
+    };
+    let before = match query.before.as_deref() {
         None => None,
         Some(text) => Some(decode_cursor(text).ok_or_else(|| {
             ApiError::InvalidRequest("`before` is not a cursor this server gave out".into())
@@ -431,7 +504,7 @@ pub async fn list(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResp
     let next_before = (runs.len() as i64 == limit)
         .then(|| runs.last().map(encode_cursor))
         .flatten();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"runs": runs, "next_before": next_before})))
+    Ok(RunPage { runs, next_before })
 }
 
 /// A path id; anything that is not a UUID cannot name a run.
@@ -453,12 +526,18 @@ pub async fn get(
     path: web::Path<String>,
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = run_id(&path)?;
+    Ok(HttpResponse::Ok().json(get_run(&app, &path).await?))
+}
+
+/// A run with its forks (`GET /api/runs/{id}` and the MCP tool `get_run`);
+/// `id` as the caller wrote it.
+pub async fn get_run(app: &AppState, id: &str) -> Result<RunRecord, ApiError> {
+    let id = run_id(id)?;
     let mut run = journal::get_run(&app.pool, id)
         .await?
         .ok_or_else(ApiError::run_not_found)?;
     run.forks = Some(journal::forks_of(&app.pool, id).await?);
-    Ok(HttpResponse::Ok().json(run))
+    Ok(run)
 }
 
 /// `GET /api/runs/{id}/events?after=N&limit=M`
@@ -511,18 +590,32 @@ pub async fn resume(
     Caller(caller): Caller,
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = run_id(&path)?;
+    // An id that cannot name a run is a 404 whatever the body.
+    run_id(&path)?;
     let body: ResumeBody = read_json(&req, payload).await?.ok_or_else(|| {
         ApiError::InvalidRequest("a JSON body with `approval_id` and `decision` is required".into())
     })?;
+    Ok(HttpResponse::Ok().json(decide(&app, &caller, &path, body).await?))
+}
+
+/// Decides a run's pending approval as `caller` (`POST /api/runs/{id}/resume`
+/// and the MCP tool `decide_approval`), answered once the run's owner
+/// journaled the decision or refused it.
+pub async fn decide(
+    app: &AppState,
+    caller: &Identity,
+    id: &str,
+    body: ResumeBody,
+) -> Result<Decided, ApiError> {
+    let id = run_id(id)?;
     // The hyphenated form only, as the API document's `format: uuid` says.
     let approval_id: Uuid = Some(&body.approval_id)
         .filter(|id| id.len() == 36)
         .and_then(|id| id.parse().ok())
         .ok_or_else(|| ApiError::InvalidRequest("`approval_id` must be a UUID".into()))?;
-    let approved = match body.decision.as_str() {
-        "approved" => true,
-        "rejected" => false,
+    let (approved, decision) = match body.decision.as_str() {
+        "approved" => (true, DecisionName::Approved),
+        "rejected" => (false, DecisionName::Rejected),
         other => {
             return Err(ApiError::InvalidRequest(format!(
                 "`decision` must be approved or rejected; got `{other}`"
@@ -600,12 +693,12 @@ pub async fn resume(
         add_tokens,
         add_cost_usd,
     };
-    send(&app, id, command).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "run_id": id,
-        "approval_id": approval_id,
-        "decision": body.decision,
-    })))
+    send(app, id, command).await?;
+    Ok(Decided {
+        run_id: id,
+        approval_id,
+        decision,
+    })
 }
 
 /// `POST /api/runs/{id}/cancel`
@@ -628,8 +721,21 @@ pub async fn cancel(
     Caller(caller): Caller,
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = run_id(&path)?;
+    // An id that cannot name a run is a 404 whatever the body.
+    run_id(&path)?;
     let body: Option<CancelBody> = read_json(&req, payload).await?;
+    Ok(HttpResponse::Ok().json(cancel_run(&app, &caller, &path, body).await?))
+}
+
+/// Cancels a run as `caller` (`POST /api/runs/{id}/cancel` and the MCP tool
+/// `cancel_run`), answered with the run once the cancellation is journaled.
+pub async fn cancel_run(
+    app: &AppState,
+    caller: &Identity,
+    id: &str,
+    body: Option<CancelBody>,
+) -> Result<RunRecord, ApiError> {
+    let id = run_id(id)?;
     let reason = body.and_then(|b| b.reason);
     if let Some(reason) = &reason
         && reason.chars().count() > MAX_REASON_CHARS
@@ -639,7 +745,7 @@ pub async fn cancel(
         )));
     }
     send(
-        &app,
+        app,
         id,
         Command::Cancel {
             reason,
@@ -647,10 +753,9 @@ pub async fn cancel(
         },
     )
     .await?;
-    let run = journal::get_run(&app.pool, id)
+    journal::get_run(&app.pool, id)
         .await?
-        .ok_or_else(ApiError::run_not_found)?;
-    Ok(HttpResponse::Ok().json(run))
+        .ok_or_else(ApiError::run_not_found)
 }
 
 /// Sends a human's command to the run, wherever it is driven, and waits

@@ -11,6 +11,7 @@ use super::access::Caller;
 use super::openapi::ErrorBody;
 use super::runs::{run_id, send};
 use super::{ApiError, AppState, read_json};
+use crate::auth::Identity;
 use crate::domain::Command;
 use crate::journal::{self, Created, RunLimits, RunRecord};
 use crate::run::state::Fork;
@@ -98,17 +99,33 @@ pub async fn message(
     Caller(caller): Caller,
     app: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = run_id(&path)?;
+    // An id that cannot name a run is a 404 whatever the body.
+    run_id(&path)?;
     let body: MessageBody = read_json(&req, payload)
         .await?
         .ok_or_else(|| ApiError::InvalidRequest("a JSON body with a `text` is required".into()))?;
+    Ok(HttpResponse::Ok().json(send_message(&app, &caller, &path, body).await?))
+}
+
+/// Sends a run an operator's message as `caller` (`POST /api/runs/{id}/messages`
+/// and the MCP tool `send_message`), answered with the run once
+/// `OPERATOR_MESSAGE` is journaled.
+pub async fn send_message(
+    app: &AppState,
+    caller: &Identity,
+    id: &str,
+    body: MessageBody,
+) -> Result<RunRecord, ApiError> {
+    let id = run_id(id)?;
     check_text("text", &body.text, true)?;
     let command = Command::Message {
         text: body.text,
         by: caller.name.clone(),
     };
-    send(&app, id, command).await?;
-    current(&app, id).await
+    send(app, id, command).await?;
+    journal::get_run(&app.pool, id)
+        .await?
+        .ok_or_else(ApiError::run_not_found)
 }
 
 /// `POST /api/runs/{id}/pause`

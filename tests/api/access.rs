@@ -95,6 +95,14 @@ async fn every_route_needs_a_credential_and_the_right_role() {
             Some(json!({"approval_id": nobody.to_string(), "decision": "approved"})),
             &["approver", "admin"],
         ),
+        // Any role may speak MCP; each tool then checks its own
+        // (tests/api/mcp_server.rs).
+        (
+            Method::POST,
+            "/mcp".into(),
+            Some(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})),
+            &["viewer", "operator", "approver", "admin"],
+        ),
         (Method::GET, "/api/tokens".into(), None, &["admin"]),
         (
             Method::POST,

@@ -13,6 +13,7 @@ mod errors;
 mod helpers;
 mod journal;
 mod mcp;
+mod mcp_server;
 mod metrics;
 mod mock_llm;
 mod network;
