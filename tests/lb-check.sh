@@ -34,17 +34,7 @@ pg_bindir >/dev/null || missing+=(postgresql)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-if ((${#missing[@]})); then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "lb-check: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-  else
-    echo "lb-check: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
-    exit 1
-  fi
-fi
+install_missing lb-check "${missing[@]}"
 # Debian puts nginx in /usr/sbin, which a non-root PATH may lack.
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x target/debug/agent-server ] || {

@@ -21,6 +21,12 @@
 # WORK/pg, on a Unix socket only (as the `postgres` user when run as root,
 # since PostgreSQL refuses root; WORK must be enterable by that user), and
 # sets `database_url` for the servers' DATABASE_URL; `stop_postgres` stops it.
+#
+#   install_missing NAME PACKAGE ...
+#
+# installs the Debian packages given (those a check found missing) when run
+# as root with apt-get, or exits saying which to install; NAME prefixes its
+# messages. Nothing happens when no package is given.
 
 start_server() {
   local work=$1
@@ -112,5 +118,20 @@ start_postgres() {
 stop_postgres() {
   if [ -n "${pg_dir:-}" ] && [ -f "$pg_dir/data/postmaster.pid" ]; then
     "${as_postgres[@]}" "$pg_ctl" stop -w -m fast -D "$pg_dir/data" >/dev/null 2>&1 || true
+  fi
+}
+
+install_missing() {
+  local name=$1
+  shift
+  (($#)) || return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "$name: installing $*"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "$@"
+  else
+    echo "$name: missing $*; install them (Debian: apt-get install $*)" >&2
+    exit 1
   fi
 }

@@ -10,23 +10,14 @@
 # Debian machine as root, installs prometheus, docker-compose and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/server.sh
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-if ((${#missing[@]})); then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "stack-check: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-  else
-    echo "stack-check: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
-    exit 1
-  fi
-fi
+install_missing stack-check "${missing[@]}"
 
 promtool check config infra/prometheus/prometheus.yaml
 docker-compose -f docker-compose.yaml config -q
@@ -35,7 +26,6 @@ for dashboard in infra/grafana/dashboards/*.json; do
 done
 echo "stack-check: prometheus config, compose file and dashboard JSON are valid"
 
-source tests/server.sh
 work=$(mktemp -d /tmp/agent-server-stack-check.XXXXXX)
 chmod 755 "$work"
 prometheus_pid=""
