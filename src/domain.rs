@@ -360,6 +360,27 @@ impl EventBody {
         (self.type_name(), payload)
     }
 
+    /// The entry's `payload` column as JSON text, serialized straight from
+    /// the entry: what `to_columns` gives, without building a
+    /// `serde_json::Value` tree on the journal's write path.
+    pub fn payload_text(&self) -> String {
+        let mut whole = serde_json::to_string(self).unwrap_or_default();
+        // Adjacently tagged, serde_json writes `{"type":"NAME","payload":P}`.
+        let head = r#"{"type":""#.len() + self.type_name().len() + r#"","payload":"#.len();
+        let framed = whole
+            .strip_prefix(r#"{"type":""#)
+            .and_then(|rest| rest.strip_prefix(self.type_name()))
+            .and_then(|rest| rest.strip_prefix(r#"","payload":"#))
+            .is_some_and(|rest| rest.ends_with('}'));
+        if !framed {
+            // A variant without a payload (`to_columns` gives null too).
+            return "null".into();
+        }
+        whole.truncate(whole.len() - 1);
+        whole.drain(..head);
+        whole
+    }
+
     /// Rebuilds an entry from the journal's `type` and `payload` columns.
     pub fn from_columns(type_name: &str, payload: serde_json::Value) -> serde_json::Result<Self> {
         serde_json::from_value(serde_json::json!({"type": type_name, "payload": payload}))
@@ -557,6 +578,41 @@ mod tests {
         assert!(payload.as_object().unwrap().contains_key("feedback"));
         assert_eq!(payload["decision"], "expired");
         assert_eq!(EventBody::from_columns(ty, payload).unwrap(), body);
+    }
+
+    #[test]
+    fn the_payload_text_is_the_payload_column() {
+        let bodies = [
+            EventBody::RunResumed {
+                approval_id: Uuid::nil(),
+                decision: Decision::Rejected,
+                feedback: Some("not \"that\" one, {payload}".into()),
+                decided_by: "alice".into(),
+                edited_args: Some(serde_json::json!({"cmd": ["a", {"b": null}]})),
+            },
+            EventBody::RunStarted {
+                task: "a task with \u{0} and \u{1F600}".into(),
+                agent: AgentName::Orchestrator,
+                approval_timeout_secs: 60,
+                trace: Some(TraceRef {
+                    trace_id: "0".repeat(32),
+                    span_id: "1".repeat(16),
+                    parent_span_id: None,
+                    sampled: true,
+                }),
+                created_by: "bob".into(),
+                budget: None,
+            },
+            EventBody::ToolStarted {
+                call_id: "call_1".into(),
+                tool: "list_files".into(),
+            },
+        ];
+        for body in bodies {
+            let text = body.payload_text();
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed, body.to_columns().1, "{text}");
+        }
     }
 
     #[test]

@@ -199,8 +199,7 @@ pub async fn create_run(pool: &Pool, run: &NewRun) -> Result<Created, Error> {
     {
         return Ok(limited);
     }
-    let (_, mut payload) = run.started.body.to_columns();
-    storable(&mut payload);
+    let payload = JsonText::payload_of(&run.started.body);
     let trace_id = trace.as_ref().map(|t| t.trace_id.as_str());
     let budget_json = budget
         .filter(|b| !b.is_unlimited())
@@ -370,8 +369,9 @@ pub struct Answer {
     pub outcome: serde_json::Value,
 }
 
-/// Commits `append`: all or nothing.
-#[tracing::instrument(skip_all, fields(run_id = %append.run_id, entries = append.events.len()))]
+/// Commits `append`: all or nothing. It has no span of its own: it is on
+/// every step's critical path, and its caller's span (the actor's
+/// `journal.append`) already names the run and the entries.
 pub async fn append(pool: &Pool, append: &Append) -> Result<(), Error> {
     let mut client = pool.get().await?;
     if append.answer.is_none() {
@@ -453,14 +453,12 @@ async fn append_entries<C: GenericClient + Sync>(
     let mut keys = Vec::with_capacity(events.len());
     let mut payloads = Vec::with_capacity(events.len());
     for event in events {
-        let (type_name, mut payload) = event.body.to_columns();
-        storable(&mut payload);
         seqs.push(event.seq);
-        types.push(type_name);
+        types.push(event.body.type_name());
         agents.push(event.agent.map(AgentName::as_str));
         ats.push(event.at);
         keys.push(event.key.as_str());
-        payloads.push(payload);
+        payloads.push(JsonText::payload_of(&event.body));
     }
     // One statement, so one round trip and one commit, and all or nothing: an
     // entry whose `seq` or `key` is taken fails the whole statement, summary
@@ -872,6 +870,66 @@ fn stored_json<T: Serialize>(
     Ok(json)
 }
 
+/// JSON text bound as a `jsonb` (or `json`) parameter as it is: an entry's
+/// payload is serialized once, from the entry, and never becomes a
+/// `serde_json::Value` on its way to the database.
+#[derive(Debug)]
+pub(crate) struct JsonText(String);
+
+impl JsonText {
+    /// An entry's `payload` column, storable.
+    pub(crate) fn payload_of(body: &EventBody) -> JsonText {
+        JsonText(storable_json_text(body.payload_text()))
+    }
+}
+
+impl tokio_postgres::types::ToSql for JsonText {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        // jsonb's binary form is a version byte (1) and the text.
+        if *ty == tokio_postgres::types::Type::JSONB {
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    tokio_postgres::types::accepts!(JSON, JSONB);
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// JSON text that PostgreSQL can store as jsonb: the escape `\u0000` (which
+/// jsonb refuses) becomes `\ufffd`, as `storable` does for a value. Every
+/// backslash serde_json writes starts an escape, so escapes are walked two
+/// bytes at a time and an escaped backslash followed by `u0000` is left be.
+fn storable_json_text(text: String) -> String {
+    if !text.contains("\\u0000") {
+        return text;
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes[i + 1..].starts_with(b"u0000") {
+                out.extend_from_slice(b"\\ufffd");
+                i += 6;
+            } else {
+                out.extend_from_slice(&bytes[i..(i + 2).min(bytes.len())]);
+                i += 2;
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    // Only ASCII escapes were replaced, so the text is still UTF-8.
+    String::from_utf8(out).unwrap_or(text)
+}
+
 /// Makes a JSON value storable in PostgreSQL jsonb: U+0000 becomes U+FFFD.
 pub(crate) fn storable(value: &mut serde_json::Value) {
     match value {
@@ -971,4 +1029,24 @@ fn run_from_row(row: &Row) -> Result<RunRecord, Error> {
         forks: None,
         idempotency_key: row.get("idempotency_key"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_text_loses_its_nul_escapes_and_nothing_else() {
+        let value = serde_json::json!({"a\u{0}": ["x\u{0}y", "\\u0000 is text", "\\\u{0}"]});
+        let text = storable_json_text(value.to_string());
+        let mut expected = value;
+        storable(&mut expected);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            expected
+        );
+        assert!(!text.contains("\\u0000\""), "{text}");
+        let plain = r#"{"a":"\\u0000"}"#.to_string();
+        assert_eq!(storable_json_text(plain.clone()), plain);
+    }
 }

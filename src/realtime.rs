@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytestring::ByteString;
+
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -97,17 +99,18 @@ mod tests {
 const FEED_BUFFER: usize = 4096;
 
 /// Something committed that watchers should see, as the WebSocket frame that
-/// carries it, serialized once for every subscriber.
+/// carries it, serialized once for every subscriber: the frame's bytes are
+/// shared (a clone is a reference count), down to the socket's write.
 #[derive(Debug, Clone)]
 pub enum FeedItem {
     /// One journal entry of `run_id`, committed.
     Event {
         run_id: Uuid,
         seq: i64,
-        frame: Arc<str>,
+        frame: ByteString,
     },
     /// A run's summary changed (or the run was created).
-    Run { frame: Arc<str> },
+    Run { frame: ByteString },
 }
 
 /// The fan-out point for committed entries and summaries; cheap to clone.
@@ -180,33 +183,68 @@ impl Feed {
         self.sender.subscribe()
     }
 
-    /// Publishes committed entries, in order.
+    /// Publishes committed entries, in order. With no subscriber (no
+    /// WebSocket open on this instance) there is nobody to build frames for.
     pub fn publish_events(&self, run_id: Uuid, events: &[crate::domain::Event]) {
+        if self.sender.receiver_count() == 0 {
+            return;
+        }
         for event in events {
             let _ = self.sender.send(FeedItem::Event {
                 run_id,
                 seq: event.seq,
-                frame: event_frame(run_id, event).into(),
+                frame: event_frame(run_id, event),
             });
         }
     }
 
     /// Publishes a run's new summary.
     pub fn publish_run(&self, run: &crate::journal::RunRecord) {
+        if self.sender.receiver_count() == 0 {
+            return;
+        }
         let _ = self.sender.send(FeedItem::Run {
-            frame: run_frame(run).into(),
+            frame: run_frame(run),
         });
     }
 }
 
+/// A frame of the feed, serialized straight from what it carries.
+#[derive(serde::Serialize)]
+struct Frame<T: serde::Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<Uuid>,
+    #[serde(flatten)]
+    body: T,
+}
+
+#[derive(serde::Serialize)]
+struct EventField<'a> {
+    event: &'a crate::domain::Event,
+}
+
+#[derive(serde::Serialize)]
+struct RunField<'a> {
+    run: &'a crate::journal::RunRecord,
+}
+
 /// `{"type": "event", "run_id", "event"}` (contract section 5).
-pub fn event_frame(run_id: Uuid, event: &crate::domain::Event) -> String {
-    serde_json::json!({"type": "event", "run_id": run_id, "event": event}).to_string()
+pub fn event_frame(run_id: Uuid, event: &crate::domain::Event) -> ByteString {
+    frame("event", Some(run_id), EventField { event })
 }
 
 /// `{"type": "run", "run"}` (contract section 5).
-pub fn run_frame(run: &crate::journal::RunRecord) -> String {
-    serde_json::json!({"type": "run", "run": run}).to_string()
+pub fn run_frame(run: &crate::journal::RunRecord) -> ByteString {
+    frame("run", None, RunField { run })
+}
+
+fn frame<T: serde::Serialize>(kind: &'static str, run_id: Option<Uuid>, body: T) -> ByteString {
+    // Serializing plain data cannot fail.
+    serde_json::to_string(&Frame { kind, run_id, body })
+        .unwrap_or_default()
+        .into()
 }
 
 /// `{"type": "delta", "run_id", "agent", "text"}` (contract section 5).

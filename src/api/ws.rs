@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use bytestring::ByteString;
 use futures_util::Stream;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -179,7 +180,8 @@ fn receiver_stream<T: Clone + Send + 'static>(
 
 /// A frame for the writer.
 enum Outbound {
-    Text(String),
+    /// Shared with every other connection sending the same frame.
+    Text(ByteString),
     Ping,
     Pong(web::Bytes),
 }
@@ -280,7 +282,7 @@ impl WsConnection {
     }
 
     fn send_json(&mut self, ctx: &mut Context<Self>, value: Value) {
-        self.send(ctx, Outbound::Text(value.to_string()));
+        self.send(ctx, Outbound::Text(value.to_string().into()));
     }
 
     fn error(&mut self, ctx: &mut Context<Self>, code: &str, message: impl Into<String>) {
@@ -392,7 +394,12 @@ impl WsConnection {
             }
             let subscribed = json!({"type": "subscribed", "run_id": run_id}).to_string();
             // Awaiting queue space here slows only this replay, never a run.
-            if announce && outbound.send(Outbound::Text(subscribed)).await.is_err() {
+            if announce
+                && outbound
+                    .send(Outbound::Text(subscribed.into()))
+                    .await
+                    .is_err()
+            {
                 return Ok(Some(after));
             }
             let mut last = after;
@@ -479,12 +486,12 @@ impl StreamHandler<Result<FeedItem, u64>> for WsConnection {
                         return;
                     }
                     *last = seq;
-                    self.send(ctx, Outbound::Text(frame.to_string()));
+                    self.send(ctx, Outbound::Text(frame));
                 }
             }
             Ok(FeedItem::Run { frame }) => {
                 if self.runs {
-                    self.send(ctx, Outbound::Text(frame.to_string()));
+                    self.send(ctx, Outbound::Text(frame));
                 }
             }
             Err(_missed) => self.too_slow(ctx),
@@ -504,7 +511,7 @@ impl StreamHandler<Result<Delta, u64>> for WsConnection {
         if let Ok(delta) = item
             && self.subscriptions.contains_key(&delta.run_id)
         {
-            self.send(ctx, Outbound::Text(delta_frame(&delta)));
+            self.send(ctx, Outbound::Text(delta_frame(&delta).into()));
         }
     }
 

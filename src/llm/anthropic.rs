@@ -141,7 +141,7 @@ fn request_body(request: &ModelRequest, stream: bool) -> Value {
                 json!({
                     "name": tool.name,
                     "description": tool.description,
-                    "input_schema": tool.parameters,
+                    "input_schema": &*tool.parameters,
                 })
             })
             .collect();
@@ -526,7 +526,7 @@ mod tests {
             agent: AgentName::Coding,
             model: "claude-m".into(),
             system: "sys".into(),
-            messages,
+            messages: std::sync::Arc::new(messages),
             tools: vec![crate::tools::spec("list_files").unwrap()],
             on_delta,
         }

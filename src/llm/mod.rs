@@ -60,7 +60,8 @@ pub struct ModelRequest {
     pub agent: AgentName,
     pub model: String,
     pub system: String,
-    pub messages: Vec<Message>,
+    /// The conversation, shared with the run's state (not copied per call).
+    pub messages: std::sync::Arc<Vec<Message>>,
     pub tools: Vec<ToolSpec>,
     /// Where streamed text goes, when someone may be watching.
     pub on_delta: Option<DeltaSink>,

@@ -111,7 +111,7 @@ fn is_json(response: &reqwest::Response) -> bool {
 /// usage in a last chunk (OpenAI sends none in a stream otherwise).
 fn request_body(request: &ModelRequest, stream: bool) -> Value {
     let mut messages = vec![json!({"role": "system", "content": request.system})];
-    for message in &request.messages {
+    for message in request.messages.iter() {
         messages.push(match message {
             Message::User { text } => json!({"role": "user", "content": text}),
             Message::Assistant { text, tool_calls } => {
@@ -147,7 +147,7 @@ fn request_body(request: &ModelRequest, stream: bool) -> Value {
             .map(|t| {
                 json!({
                     "type": "function",
-                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                    "function": {"name": t.name, "description": t.description, "parameters": &*t.parameters},
                 })
             })
             .collect();
@@ -382,7 +382,7 @@ mod tests {
             agent: AgentName::Coding,
             model: "m".into(),
             system: "sys".into(),
-            messages: vec![
+            messages: std::sync::Arc::new(vec![
                 Message::User {
                     text: "task".into(),
                 },
@@ -413,7 +413,7 @@ mod tests {
                     ok: false,
                     output: "no such file".into(),
                 },
-            ],
+            ]),
             tools: vec![crate::tools::spec("list_files").unwrap()],
             on_delta,
         }

@@ -55,7 +55,7 @@ pub struct McpTool {
     /// `SERVER__TOOL`, what the model calls.
     pub name: String,
     pub description: String,
-    pub input_schema: Value,
+    pub input_schema: std::sync::Arc<Value>,
     pub hazard: Hazard,
 }
 
@@ -221,7 +221,7 @@ impl Mcp {
 
     /// The input schema of `name`, listing its server if needed; `None`
     /// when the server does not offer it.
-    pub async fn input_schema(&self, name: &str) -> Result<Value, String> {
+    pub async fn input_schema(&self, name: &str) -> Result<std::sync::Arc<Value>, String> {
         let (server, _) = self
             .route(name)
             .ok_or_else(|| format!("there is no tool `{name}`"))?;
@@ -349,7 +349,7 @@ impl Server {
                     .as_deref()
                     .unwrap_or(tool.title.as_deref().unwrap_or_default())
                     .to_string(),
-                input_schema: Value::Object((*tool.input_schema).clone()),
+                input_schema: std::sync::Arc::new(Value::Object((*tool.input_schema).clone())),
                 hazard: Hazard {
                     dangerous: !(read_only || safe),
                     repeatable: read_only || idempotent,

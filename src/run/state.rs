@@ -10,6 +10,7 @@
 //! same code that drives a live run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -45,7 +46,9 @@ enum Outcome {
 #[derive(Debug, Clone)]
 struct Frame {
     agent: AgentName,
-    messages: Vec<Message>,
+    /// Shared with the model request made from it (so a call does not copy
+    /// the whole conversation); written only while no request holds it.
+    messages: Arc<Vec<Message>>,
     /// Calls of the agent's latest answer, in the order they run.
     open_calls: Vec<String>,
     /// The final text, once the agent answered without calling a tool.
@@ -254,7 +257,7 @@ pub enum Effect {
         agent: AgentName,
         model: String,
         attempt: u32,
-        messages: Vec<Message>,
+        messages: Arc<Vec<Message>>,
     },
     /// Wait, then wake up and call the model again.
     RetryModelAfter(Duration),
@@ -594,9 +597,10 @@ impl RunState {
                 let notes = std::mem::take(&mut self.notes);
                 if let Some(frame) = self.frames.last_mut() {
                     frame.final_answer = None;
-                    frame
-                        .messages
-                        .extend(notes.into_iter().map(|text| Message::User { text }));
+                    if !notes.is_empty() {
+                        Arc::make_mut(&mut frame.messages)
+                            .extend(notes.into_iter().map(|text| Message::User { text }));
+                    }
                 }
             }
             EventBody::AgentThought {
@@ -615,7 +619,7 @@ impl RunState {
                     .or_default()
                     .add(*usage);
                 if let Some(frame) = self.frames.last_mut() {
-                    frame.messages.push(Message::Assistant {
+                    Arc::make_mut(&mut frame.messages).push(Message::Assistant {
                         text: text.clone(),
                         tool_calls: tool_calls.clone(),
                     });
@@ -713,7 +717,7 @@ impl RunState {
                     call.has_result = true;
                 }
                 if let Some(frame) = self.frames.last_mut() {
-                    frame.messages.push(Message::ToolResult {
+                    Arc::make_mut(&mut frame.messages).push(Message::ToolResult {
                         call_id: call_id.clone(),
                         tool: tool.clone(),
                         ok: *ok,
@@ -867,7 +871,7 @@ impl Frame {
     fn new(agent: AgentName, task: String, parent_call: Option<String>) -> Frame {
         Frame {
             agent,
-            messages: vec![Message::User { text: task }],
+            messages: Arc::new(vec![Message::User { text: task }]),
             open_calls: Vec::new(),
             final_answer: None,
             parent_call,
@@ -1388,12 +1392,14 @@ impl Builder<'_> {
         let model = self.env.model_for(frame.agent);
         let thought = state.thoughts + 1;
         let mut messages = frame.messages.clone();
-        messages.extend(
-            state
-                .notes
-                .iter()
-                .map(|text| Message::User { text: text.clone() }),
-        );
+        if !state.notes.is_empty() {
+            Arc::make_mut(&mut messages).extend(
+                state
+                    .notes
+                    .iter()
+                    .map(|text| Message::User { text: text.clone() }),
+            );
+        }
         Next::Effect {
             prefix: Box::new((
                 agent,

@@ -547,8 +547,8 @@ fn delegation_runs_the_child_and_returns_its_answer_once() {
     assert_eq!(agent, AgentName::Coding);
     assert_eq!(model, "model-coding");
     assert_eq!(
-        messages,
-        &vec![Message::User {
+        **messages,
+        vec![Message::User {
             text: "fix it in main.rs".into()
         }]
     );
@@ -888,7 +888,7 @@ fn with_mcp_tools(mut sim: Sim) -> Sim {
     let tool = |name: &str, dangerous, repeatable| McpTool {
         name: name.into(),
         description: String::new(),
-        input_schema: json!({"type": "object"}),
+        input_schema: json!({"type": "object"}).into(),
         hazard: Hazard {
             dangerous,
             repeatable,

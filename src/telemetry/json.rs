@@ -24,7 +24,7 @@ pub struct JsonLines {
     pub otlp: Option<SdkLogger>,
 }
 
-/// A span's fields, kept so events inside it can carry `run_id`.
+/// A span's ids (`SPAN_KEYS`), kept so events inside it can carry them.
 struct SpanFields(Map<String, Value>);
 
 /// Collects fields into a JSON map.
@@ -52,6 +52,53 @@ impl Visit for Collect<'_> {
     }
 }
 
+/// The fields a line takes from the spans it happened in; a span's other
+/// fields are not kept (formatting them all, on every span of every step,
+/// was work no line used).
+const SPAN_KEYS: [&str; 4] = ["run_id", "run.id", "trace_id", "span_id"];
+
+/// Collects only `SPAN_KEYS`.
+struct CollectIds<'a>(Collect<'a>);
+
+impl CollectIds<'_> {
+    fn wanted(field: &Field) -> bool {
+        SPAN_KEYS.contains(&field.name())
+    }
+}
+
+impl Visit for CollectIds<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if Self::wanted(field) {
+            self.0.record_str(field, value);
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if Self::wanted(field) {
+            self.0.record_i64(field, value);
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if Self::wanted(field) {
+            self.0.record_u64(field, value);
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if Self::wanted(field) {
+            self.0.record_bool(field, value);
+        }
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if Self::wanted(field) {
+            self.0.record_f64(field, value);
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if Self::wanted(field) {
+            self.0.record_debug(field, value);
+        }
+    }
+}
+
 impl<S> Layer<S> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -63,7 +110,7 @@ where
         ctx: Context<'_, S>,
     ) {
         let mut fields = Map::new();
-        attrs.record(&mut Collect(&mut fields));
+        attrs.record(&mut CollectIds(Collect(&mut fields)));
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(SpanFields(fields));
         }
@@ -78,7 +125,7 @@ where
         if let Some(span) = ctx.span(id)
             && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
         {
-            values.record(&mut Collect(&mut fields.0));
+            values.record(&mut CollectIds(Collect(&mut fields.0)));
         }
     }
 

@@ -32,7 +32,8 @@ pub struct ToolSpec {
     /// Tells the model what the tool does and when to use it.
     pub description: Cow<'static, str>,
     /// JSON Schema of the arguments object, so the model knows what to send.
-    pub parameters: Value,
+    /// Shared: every model call offers the same schemas.
+    pub parameters: Arc<Value>,
 }
 
 /// Everything a tool needs to run; cheap to clone.
@@ -111,8 +112,18 @@ pub fn hazard(tool: &str, mcp: &crate::mcp::Mcp) -> crate::mcp::Hazard {
     })
 }
 
-/// The spec of a tool, or `None` if there is no tool with that name.
+/// The spec of a built-in tool, or `None` if there is no tool with that
+/// name. Built once: a model call offers them all, every call.
 pub fn spec(tool: &str) -> Option<ToolSpec> {
+    static SPECS: std::sync::OnceLock<Vec<ToolSpec>> = std::sync::OnceLock::new();
+    SPECS
+        .get_or_init(|| TOOL_NAMES.iter().filter_map(|t| build_spec(t)).collect())
+        .iter()
+        .find(|spec| spec.name == tool)
+        .cloned()
+}
+
+fn build_spec(tool: &str) -> Option<ToolSpec> {
     let (name, description, parameters) = match tool {
         "delegate" => (
             "delegate",
@@ -264,7 +275,7 @@ pub fn spec(tool: &str) -> Option<ToolSpec> {
     Some(ToolSpec {
         name: name.into(),
         description: description.into(),
-        parameters,
+        parameters: Arc::new(parameters),
     })
 }
 
