@@ -297,6 +297,52 @@ pub async fn run(
             commit_p99.as_secs_f64() / floor_p99.as_secs_f64()
         );
     }
+    // The journal's part of one agent step: its two commits (3 entries,
+    // then 2, as a model turn asking for a safe tool and the tool's result
+    // make), with nothing else: what the step figure below cannot go under.
+    let mut pairs = Vec::with_capacity(SAMPLES / 4);
+    let mut floors = Vec::with_capacity(SAMPLES / 4);
+    for _ in 0..SAMPLES / 4 {
+        floors.push(floor.sample().await?);
+        let started = Instant::now();
+        for entries in [3, 2] {
+            let events = (0..entries)
+                .map(|_| {
+                    seq += 1;
+                    Event {
+                        seq,
+                        agent: Some(AgentName::Coding),
+                        at: Utc::now(),
+                        key: format!("bench:{seq}"),
+                        body: EventBody::ToolStarted {
+                            call_id: format!("call_{seq}"),
+                            tool: "list_files".into(),
+                        },
+                    }
+                })
+                .collect();
+            journal::append(
+                &pool,
+                &journal::Append {
+                    run_id,
+                    epoch: 1,
+                    events,
+                    summary: None,
+                    release: false,
+                    answer: None,
+                },
+            )
+            .await?;
+        }
+        pairs.push(started.elapsed());
+    }
+    let (pair_p50, _) = summarize("journal commits of one step (3 + 2 entries)", pairs);
+    let (floor_p50, _) = percentiles(floors);
+    println!(
+        "{:<44} p50 {:>8.2} x    (the agent step's journal alone)",
+        "  ratio to the floor taken in turns",
+        pair_p50.as_secs_f64() / floor_p50.as_secs_f64()
+    );
     seed::forget_runs(&pool, &[run_id]).await?;
 
     // 3. What the epoch check adds to those commits.

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "operator control",
         include_str!("../../migrations/0005_operator_control.sql"),
     ),
+    (
+        6,
+        "journal without foreign key",
+        include_str!("../../migrations/0006_journal_without_foreign_key.sql"),
+    ),
 ];
 
 /// Any 64-bit number unique to this application: the advisory lock that lets

@@ -1,0 +1,11 @@
+-- Speed (issue: an agent step within 3 x one commit): the journal's entries
+-- no longer carry a foreign key to their run.
+--
+-- Every statement that writes entries already names the run's row in the
+-- same statement: the append checks the writer's epoch on it under a row
+-- lock (`FOR SHARE`), a summary update changes it, and a new run's row is
+-- inserted with its first entry. The key repeated that check once per
+-- entry, as a trigger running a query of its own, on every commit of every
+-- step. Nothing deletes a run (its journal is kept), so the key guarded
+-- nothing else.
+ALTER TABLE run_events DROP CONSTRAINT IF EXISTS run_events_run_id_fkey;
